@@ -1,0 +1,232 @@
+"""``LatentCausalModel``: the scikit-learn-style surface over the Pyro model and the SVI loop."""
+from __future__ import annotations
+
+import time
+import warnings
+from numbers import Integral
+
+import networkx as nx
+import numpy as np
+import torch
+
+from bayes_crl._errors import IdentifiabilityWarning, NotFittedError
+from bayes_crl._validation import (BayesCRLValueError, check_array_2d, check_bool, check_env, check_option,
+                                   check_random_state, check_scalar)
+from bayes_crl.infer import FitResult, encode, fit_svi
+from bayes_crl.noise import NOISE_FAMILIES, get_noise_family
+from bayes_crl.posterior import edge_inclusion, inclusion_context, posterior_draws, to_networkx
+from bayes_crl.priors import PRIORS, EdgePrior, get_prior
+
+__all__ = ["LatentCausalModel"]
+
+_NAME = "LatentCausalModel"
+
+
+class LatentCausalModel:
+    """Bayesian latent causal model fitted by amortized SVI.
+
+    Recovers latent causal variables ``z`` (up to permutation and scaling), the latent causal graph and
+    posterior edge inclusion probabilities from observations ``x`` collected in several environments.
+
+    Parameters
+    ----------
+    n_latents : int, default 3
+        Number of latent causal variables ``l``.
+    edge_prior : {"horseshoe", "spike_slab", "laplace", "none"} or EdgePrior, default "horseshoe"
+        Sparsity prior on the edge strengths (see :mod:`bayes_crl.priors`).
+    noise : {"gaussian", "laplace", "gamma"}, default "gaussian"
+        Family of the latent noise ``n_i | u``.
+    mechanism : {"nonlinear", "linear"}, default "nonlinear"
+        ``g_i^u(z) = sum_j W[u, j, i] phi_ji(z_j)`` with learned nonlinear ``phi`` or the identity.
+    num_steps : int, default 6000
+        SVI steps.
+    batch_size : int, default 512
+    learning_rate : float, default 5e-3
+    hidden : int, default 64
+        Width of encoder/decoder layers.
+    order_search : bool, default True
+        Search the causal order of the latents after a warm-up (see :mod:`bayes_crl.order`).
+    warmup_frac : float, default 0.3
+    standardize : bool, default True
+        Standardise the columns of ``x`` before fitting (the scaling is stored and reapplied).
+    num_posterior_samples : int, default 1000
+        Draws used for the fitted posterior summaries.
+    progress : bool, default False
+        Show a progress bar during ``fit``.
+    strict : bool, default False
+        Raise instead of warning when the data cannot meet the identifiability conditions.
+    random_state : int, numpy Generator or None, default None
+
+    Attributes
+    ----------
+    edge_inclusion_ : ndarray (l, l)
+        Posterior edge inclusion probabilities, ``[parent, child]``.
+    edge_weight_ : ndarray (E, l, l)
+        Posterior mean strengths per environment.
+    latent_names_ : tuple[str, ...]
+    env_labels_ : list
+        The environment labels seen in ``fit`` (in code order).
+    loss_ : ndarray (num_steps,)
+        Negative ELBO per row along the fit.
+    fit_seconds_ : float
+    """
+
+    def __init__(self, n_latents: int = 3, *, edge_prior: str | EdgePrior = "horseshoe", noise: str = "gaussian",
+                 mechanism: str = "nonlinear", num_steps: int = 6000, batch_size: int = 512,
+                 learning_rate: float = 5e-3, hidden: int = 64, order_search: bool = True, warmup_frac: float = 0.3,
+                 standardize: bool = True, num_posterior_samples: int = 1000, progress: bool = False,
+                 strict: bool = False, random_state=None):
+        self.n_latents = n_latents
+        self.edge_prior = edge_prior
+        self.noise = noise
+        self.mechanism = mechanism
+        self.num_steps = num_steps
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.hidden = hidden
+        self.order_search = order_search
+        self.warmup_frac = warmup_frac
+        self.standardize = standardize
+        self.num_posterior_samples = num_posterior_samples
+        self.progress = progress
+        self.strict = strict
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ validation
+    def _validate_params(self) -> None:
+        check_scalar(self.n_latents, "n_latents", Integral, _NAME, min_val=1)
+        if not isinstance(self.edge_prior, EdgePrior):
+            check_option(self.edge_prior, "edge_prior", sorted(PRIORS), _NAME)
+        check_option(self.noise, "noise", sorted(NOISE_FAMILIES), _NAME)
+        check_option(self.mechanism, "mechanism", ["linear", "nonlinear"], _NAME)
+        check_scalar(self.num_steps, "num_steps", Integral, _NAME, min_val=1)
+        check_scalar(self.batch_size, "batch_size", Integral, _NAME, min_val=1)
+        check_scalar(self.learning_rate, "learning_rate", float, _NAME, min_val=0, include_min=False)
+        check_scalar(self.hidden, "hidden", Integral, _NAME, min_val=1)
+        check_scalar(self.warmup_frac, "warmup_frac", float, _NAME, min_val=0, max_val=1, include_max=False)
+        check_scalar(self.num_posterior_samples, "num_posterior_samples", Integral, _NAME, min_val=1)
+        for b in ("order_search", "standardize", "progress", "strict"):
+            check_bool(getattr(self, b), b, _NAME)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "result_"):
+            raise NotFittedError(f"This {_NAME} instance is not fitted yet. Call 'fit' with appropriate arguments "
+                                 "before using this estimator.")
+
+    def _prepare(self, x, env, fitting: bool):
+        x = check_array_2d(x, "x")
+        if fitting:
+            codes, labels = check_env(env, x.shape[0], "env")
+            return x, codes, labels
+        codes_new, labels_new = check_env(env, x.shape[0], "env")
+        lookup = {lab: k for k, lab in enumerate(self.env_labels_)}
+        unknown = [lab for lab in labels_new if lab not in lookup]
+        if unknown:
+            raise BayesCRLValueError(
+                f"The 'env' argument holds labels not seen in fit: {unknown[:5]!r}. Expected labels among "
+                f"{self.env_labels_[:10]!r}{'...' if len(self.env_labels_) > 10 else ''}.")
+        if x.shape[1] != self.n_features_in_:
+            raise BayesCRLValueError(f"The 'x' argument has {x.shape[1]} columns; this model was fitted on "
+                                     f"{self.n_features_in_}.")
+        codes = np.asarray([lookup[labels_new[c]] for c in codes_new], dtype=np.int64)
+        return x, codes, None
+
+    def _scale(self, x: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor((x - self.x_mean_) / self.x_scale_, dtype=torch.float32)
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, x, env, y=None) -> "LatentCausalModel":
+        """Fit the model.
+
+        Parameters
+        ----------
+        x : array_like (N, d)
+            Observations.
+        env : array_like (N,)
+            Environment label of each row (any hashable labels).
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        x, codes, labels = self._prepare(x, env, fitting=True)
+        n, d = x.shape
+        l, e = self.n_latents, len(labels)
+        if l > d:
+            raise BayesCRLValueError(f"The 'n_latents' parameter of {_NAME} must be <= the number of columns of x "
+                                     f"({d}). Got {l} instead.")
+        if e < 2:
+            raise BayesCRLValueError("The 'env' argument must hold at least 2 environments: with a single "
+                                     "environment nothing is identifiable. Got 1.")
+        if e < 2 * l + 1:
+            msg = (f"{e} environments for {l} latents: the identifiability theory needs at least 2l+1 = {2 * l + 1} "
+                   "environments whose noise parameters differ; latents may be recovered only up to mixing.")
+            if self.strict:
+                raise BayesCRLValueError(msg)
+            warnings.warn(msg, IdentifiabilityWarning, stacklevel=2)
+        rng = check_random_state(self.random_state)
+        seed = int(rng.integers(2**31 - 1))
+        self.x_mean_ = x.mean(0) if self.standardize else np.zeros(d)
+        sd = x.std(0) if self.standardize else np.ones(d)
+        self.x_scale_ = np.where(sd > 0, sd, 1.0)
+        self.n_features_in_ = d
+        self.env_labels_ = list(labels)
+        self.n_envs_ = e
+        xt, et = self._scale(x), torch.as_tensor(codes)
+        prior, noise = get_prior(self.edge_prior), get_noise_family(self.noise)
+        t0 = time.perf_counter()
+        self.result_: FitResult = fit_svi(
+            xt, et, n_latents=l, n_envs=e, prior=prior, noise=noise, num_steps=self.num_steps,
+            batch_size=min(self.batch_size, n), lr=self.learning_rate, warmup_frac=self.warmup_frac,
+            order_search=self.order_search, nonlinear=self.mechanism == "nonlinear", hidden=self.hidden,
+            seed=seed, progress=self.progress)
+        self.fit_seconds_ = time.perf_counter() - t0
+        self.loss_ = self.result_.losses
+        self.latent_names_ = tuple(f"z{i}" for i in range(l))
+        self._summarise(xt, et, seed)
+        return self
+
+    def _summarise(self, xt: torch.Tensor, et: torch.Tensor, seed: int) -> None:
+        ctx = inclusion_context(self.result_, xt, et)
+        self.edge_inclusion_ = edge_inclusion(self.result_, ctx, self.num_posterior_samples, seed)
+        draws = posterior_draws(self.result_, self.num_posterior_samples, seed)
+        self.edge_weight_ = draws["weight"].mean(0)
+        self._weight_draws = draws["weight"]
+
+    # ------------------------------------------------------------------ outputs
+    def transform(self, x, env) -> np.ndarray:
+        """Posterior-mean latents ``E_q[z | x, u]`` (N, n_latents), in the learned causal order."""
+        self._check_fitted()
+        x, codes, _ = self._prepare(x, env, fitting=False)
+        return encode(self.result_.net, self._scale(x), torch.as_tensor(codes)).numpy().astype(np.float64)
+
+    def fit_transform(self, x, env, y=None) -> np.ndarray:
+        return self.fit(x, env).transform(x, env)
+
+    def sample_posterior(self, num_samples: int = 1000, *, seed: int = 0) -> dict[str, np.ndarray]:
+        """Draws of the global edge variables: the prior's sites (e.g. ``edge_tau``, ``edge_lambda``,
+        ``edge_weight``) and the effective strengths ``weight`` (S, E, l, l)."""
+        self._check_fitted()
+        check_scalar(num_samples, "num_samples", Integral, "sample_posterior", min_val=1)
+        return posterior_draws(self.result_, num_samples, seed)
+
+    def to_networkx(self, threshold: float = 0.5) -> nx.DiGraph:
+        """Graph of the edges with inclusion probability >= ``threshold``; edge attributes ``probability``,
+        ``weight`` (mean over environments of the posterior mean), ``weight_per_env`` and ``weight_ci``
+        (90 % credible interval per environment)."""
+        self._check_fitted()
+        check_scalar(threshold, "threshold", float, "to_networkx", min_val=0, max_val=1)
+        return to_networkx(self.edge_inclusion_, self.edge_weight_, names=self.latent_names_, threshold=threshold,
+                           weight_draws=self._weight_draws)
+
+    @property
+    def order_(self) -> tuple:
+        """Slot permutation chosen by the order search (for diagnostics)."""
+        self._check_fitted()
+        return self.result_.order
+
+    def __repr__(self) -> str:
+        return (f"{_NAME}(n_latents={self.n_latents!r}, edge_prior={self.edge_prior!r}, noise={self.noise!r}, "
+                f"random_state={self.random_state!r})")
