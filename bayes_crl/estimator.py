@@ -135,7 +135,7 @@ class LatentCausalModel:
         return torch.as_tensor((x - self.x_mean_) / self.x_scale_, dtype=torch.float32)
 
     # ------------------------------------------------------------------ fit
-    def fit(self, x, env, y=None) -> "LatentCausalModel":
+    def fit(self, x, env, y=None, *, checkpoint_dir: str | None = None, resume: bool = False) -> "LatentCausalModel":
         """Fit the model.
 
         Parameters
@@ -145,6 +145,11 @@ class LatentCausalModel:
         env : array_like (N,)
             Environment label of each row (any hashable labels).
         y : ignored
+        checkpoint_dir : str, optional
+            Folder for periodic checkpoints (atomic writes, safetensors + JSON manifest with SHA-256).
+        resume : bool, default False
+            Continue an interrupted fit from ``checkpoint_dir`` (same data and settings); the result equals
+            that of an uninterrupted fit.
 
         Returns
         -------
@@ -181,7 +186,7 @@ class LatentCausalModel:
             xt, et, n_latents=l, n_envs=e, prior=prior, noise=noise, num_steps=self.num_steps,
             batch_size=min(self.batch_size, n), lr=self.learning_rate, warmup_frac=self.warmup_frac,
             order_search=self.order_search, nonlinear=self.mechanism == "nonlinear", hidden=self.hidden,
-            seed=seed, progress=self.progress)
+            seed=seed, progress=self.progress, checkpoint_dir=checkpoint_dir, resume=resume)
         self.fit_seconds_ = time.perf_counter() - t0
         self.loss_ = self.result_.losses
         self.latent_names_ = tuple(f"z{i}" for i in range(l))
@@ -220,6 +225,20 @@ class LatentCausalModel:
         check_scalar(threshold, "threshold", float, "to_networkx", min_val=0, max_val=1)
         return to_networkx(self.edge_inclusion_, self.edge_weight_, names=self.latent_names_, threshold=threshold,
                            weight_draws=self._weight_draws)
+
+    def save(self, path: str, *, overwrite: bool = False) -> str:
+        """Save the fitted model to the folder ``path`` (safetensors + JSON; loading never unpickles).
+        Refuses to overwrite an existing model unless ``overwrite=True``."""
+        from bayes_crl.persistence import save_model
+
+        return save_model(self, path, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: str) -> "LatentCausalModel":
+        """Load a model written by :meth:`save`; ``transform`` and the posterior summaries are exactly equal."""
+        from bayes_crl.persistence import load_model
+
+        return load_model(path)
 
     @property
     def order_(self) -> tuple:

@@ -66,6 +66,14 @@ def encode(net: LatentCausalNet, x: torch.Tensor, env: torch.Tensor, batch_size:
     return torch.cat(out)
 
 
+def _fingerprint(x: torch.Tensor, env: torch.Tensor) -> str:
+    import hashlib
+
+    h = hashlib.sha256(x.detach().contiguous().numpy().tobytes())
+    h.update(env.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 class _RNGGuard:
     """Seed torch/numpy/random for the fit and restore the caller's global RNG state afterwards."""
 
@@ -87,7 +95,8 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
             noise: NoiseFamily, num_steps: int = 3000, batch_size: int = 256, lr: float = 3e-3,
             warmup_frac: float = 0.3, order_search: bool = True, nonlinear: bool = True, hidden: int = 64,
             seed: int = 0, max_bad_steps: int = 50, progress: bool = False,
-            callback=None) -> FitResult:
+            callback=None, checkpoint_dir: str | None = None, checkpoint_every: int = 500,
+            resume: bool = False) -> FitResult:
     """Fit the model by minibatch SVI.
 
     Parameters
@@ -104,7 +113,9 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
         Adam learning rate (cosine-decayed to 10 % over the main phase).
     warmup_frac : float
         Fraction of steps before the order search.
-    order_search : bool
+    order_search : bool or callable
+        Whether to search the causal order after the warm-up; a callable ``(z (N, l), env (N,)) -> order``
+        replaces the built-in search (for experiments).
     seed : int
     max_bad_steps : int
         Consecutive non-finite steps tolerated before :class:`NonFiniteLossError`.
@@ -112,6 +123,12 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
         Show a tqdm progress bar.
     callback : callable, optional
         ``callback(step, net, global_guide, loss)`` called every 100 steps (for monitoring).
+    checkpoint_dir : str, optional
+        Write a checkpoint (safetensors + JSON manifest with SHA-256, written atomically) every
+        ``checkpoint_every`` steps: parameters, optimizer state, RNG states, step.
+    resume : bool
+        Continue from the checkpoint in ``checkpoint_dir``; on CPU the result is bitwise identical to an
+        uninterrupted fit. The checkpoint must have been written for the same data and settings.
 
     Returns
     -------
@@ -130,14 +147,45 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
         gen = torch.Generator().manual_seed(seed)
         perm_rows = torch.randperm(n, generator=gen)
         pos, bad, n_rej = 0, 0, 0
+        start = 0
+        if checkpoint_dir is not None:
+            from bayes_crl.persistence import CheckpointError, restore_training_state, save_training_state
+            config = {"n": n, "d": d, "n_latents": n_latents, "n_envs": n_envs, "num_steps": num_steps,
+                      "batch_size": batch_size, "lr": lr, "seed": seed, "warm": warm, "prior": repr(prior),
+                      "noise": noise.name, "hidden": hidden, "nonlinear": nonlinear,
+                      "data_sha256": _fingerprint(x, env)}
+            if resume:
+                t, st = restore_training_state(checkpoint_dir, modules={"net": net, "global_guide": gg},
+                                               optimizer=opt, generators={"rows": gen})
+                if st["config"] != config:
+                    diff = sorted(k for k in config if st["config"].get(k) != config[k])
+                    raise CheckpointError(f"The checkpoint in {checkpoint_dir!r} was written for other data or "
+                                          f"settings (differs in {diff}); resume with the same arguments or start "
+                                          "a new checkpoint_dir.")
+                start, pos, bad, n_rej = st["step"], st["pos"], st["bad"], st["n_rejected"]
+                order = tuple(st["order"])
+                perm_rows, losses = t["perm_rows"], t["losses"].numpy().copy()
+        elif resume:
+            raise ValueError("resume=True needs checkpoint_dir")
         bar = None
         if progress:
             from tqdm.auto import tqdm
-            bar = tqdm(total=num_steps, desc="SVI", leave=False)
-        for step in range(num_steps):
+            bar = tqdm(total=num_steps, initial=start, desc="SVI", leave=False)
+        for step in range(start, num_steps):
+            if checkpoint_dir is not None and step > start and step % checkpoint_every == 0:
+                save_training_state(checkpoint_dir, modules={"net": net, "global_guide": gg}, optimizer=opt,
+                                    generators={"rows": gen},
+                                    tensors={"perm_rows": perm_rows, "losses": torch.from_numpy(losses)},
+                                    meta={"step": step, "pos": pos, "bad": bad, "n_rejected": n_rej,
+                                          "order": list(order), "config": config})
             if step == warm and n_latents > 1:
                 z = encode(net, x, env).numpy()
-                new_order, _, _ = best_order(z, env.numpy()) if n_latents <= 12 else (list(range(n_latents)), 0, 0)
+                if callable(order_search):
+                    new_order = list(order_search(z, env.numpy()))
+                elif n_latents <= 12:
+                    new_order = best_order(z, env.numpy(), noise=noise.name)[0]
+                else:
+                    new_order = list(range(n_latents))
                 p = torch.as_tensor(new_order)
                 net.permute_latents(p)
                 gg.reset()
