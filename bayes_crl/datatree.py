@@ -12,11 +12,11 @@ Groups, variables and dims
       ``edge_nu (env, parent, child)``, ``edge_weight (env, parent, child)``; for the spike-and-slab
       ``edge_gate_logit (parent, child)``. Entries the learned causal order rules out (``parent`` not
       before ``child``) do not enter the model and are ``nan``.
-    - ``weight (env, parent, child)``: effective strengths ``W[u, j, i]`` (0 where the order rules the
-      edge out);
+    - ``weight (env, parent, child)``: effective strengths ``W[u, j, i]`` (``nan`` where the order rules
+      the edge out; the model's strength there is 0 by construction);
     - ``inclusion (parent, child)``: per-draw edge indicator, 1.0 where the draw includes the edge by the
       prior's own definition (:meth:`~bayes_crl.priors.EdgePrior.inclusion` applied to that single draw),
-      else 0.0. Its mean over draws is the posterior inclusion probability (up to Monte Carlo error,
+      else 0.0 (``nan`` where the order rules the edge out). Its mean over draws is the posterior inclusion probability (up to Monte Carlo error,
       ``edge_inclusion_``). For the horseshoe and Laplace priors the definition needs the
       signal-to-noise context of the data; see :func:`to_datatree` for where it comes from.
     - ``noise_loc``, ``noise_scale (env, latent)``: per-environment noise parameters. They are point
@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import warnings
 from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -144,8 +143,7 @@ def _simulated_context(model: Any, num_per_env: int, seed: int) -> dict:
         z = LatentANM(w[env], net.noise_loc[env], net.noise_scale()[env], net.features, noise, shape).sample()
     feats = net.features(z).reshape(e, num_per_env, l, l)
     snr_env = feats.var(1, unbiased=False) / (net.noise_scale() ** 2)[:, None, :]
-    return {"n_per_env": float(getattr(model, "_n_per_env", num_per_env)), "snr": snr_env.mean(0),
-            "snr_env": snr_env}
+    return {"n_per_env": float(num_per_env), "snr": snr_env.mean(0), "snr_env": snr_env}
 
 
 @torch.no_grad()
@@ -153,13 +151,18 @@ def _log_prior_and_q(result, draws: dict[str, torch.Tensor]) -> tuple[np.ndarray
     """Log prior and log variational density (S,) of each draw of the global sites."""
     prior, gg, mask, e = result.prior, result.global_guide, result.net.mask, result.net.n_envs
     s = next(iter(draws.values())).shape[0]
-    lp, lq = np.empty(s), np.empty(s)
+    # the guide's sites are independent and fully event-shaped: one vectorised trace under a plate of draws
+    with pyro.plate("draws", s, dim=-1):
+        tr_q = pyro.poutine.trace(pyro.poutine.condition(gg, data=draws)).get_trace(mask)
+    tr_q.compute_log_prob()
+    lq = sum(site["log_prob"] for site in tr_q.nodes.values() if site["type"] == "sample")
+    lq = np.broadcast_to(torch.as_tensor(lq).numpy(), (s,)).astype(np.float64)
+    # the priors' hierarchies do not broadcast over a draw axis: one trace per draw
+    lp = np.empty(s)
     for t in range(s):
         one = {k: v[t] for k, v in draws.items()}
-        tr_p = pyro.poutine.trace(pyro.poutine.condition(prior.sample, data=one)).get_trace(e, mask)
-        tr_q = pyro.poutine.trace(pyro.poutine.condition(gg, data=one)).get_trace(mask)
-        lp[t] = float(tr_p.log_prob_sum())
-        lq[t] = float(tr_q.log_prob_sum())
+        lp[t] = float(pyro.poutine.trace(pyro.poutine.condition(prior.sample, data=one)).get_trace(e, mask)
+                      .log_prob_sum())
     return lp, lq
 
 
@@ -267,6 +270,11 @@ def to_datatree(model: "LatentCausalModel", x: Any = None, env: Any = None, *, n
     (``log_p`` is the unnormalised log posterior of the global variables only when ``x`` is the full
     training data.)
 
+    **Constant variables.** ``noise_loc``, ``noise_scale`` and the ``inclusion`` of an edge whose indicator
+    is the same in every draw are constant over draws, so ``arviz_stats.summary(dt)`` reports ``nan``
+    diagnostics (ESS, R-hat, MCSE) for them and numpy emits ``RuntimeWarning: invalid value encountered``;
+    ``summary(dt, var_names=["edge_weight", "weight", ...])`` restricts it to the random sites.
+
     **Inclusion context.** For priors whose inclusion rule depends on the data (horseshoe, Laplace, flat:
     an edge counts when it explains at least ``min_effect`` of the noise variance in some environment),
     the signal-to-noise context is taken from, in order: the context stored on the model by ``fit``
@@ -352,7 +360,9 @@ def to_datatree(model: "LatentCausalModel", x: Any = None, env: Any = None, *, n
         attrs["log_likelihood"] = {"estimator": f"importance-weighted, K={num_encoder_samples} encoder samples",
                                    "units": "log density of x in the user's units"}
 
-    dt = from_dict(groups, dims=dims, coords=coords, attrs=attrs)
+    dt = from_dict(groups, dims=dims, coords=coords)
+    for group, extra in attrs.items():  # set afterwards: from_dict's attrs argument differs across versions
+        dt[group].attrs.update(extra)
     fit = xr.Dataset({"loss": ("step", np.asarray(model.loss_, dtype=np.float64))},
                      coords={"step": np.arange(len(model.loss_))},
                      attrs={"prior": getattr(prior, "name", type(prior).__name__), "noise": result.noise.name,

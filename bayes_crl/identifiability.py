@@ -195,17 +195,17 @@ def _join(names: Sequence[str]) -> str:
 
 def _latent_message(name: str, status: str, parents: Sequence[ParentEvidence], n_envs: int, threshold: float,
                     enough: bool) -> str:
-    caveat = "" if enough else " (if there were enough environments)"
+    verdict = f"{name} is identified" if enough else f"{name} would be identified with enough environments"
     if status == "root":
-        return (f"{name} is identified{caveat}: it is a root (no incoming edge with inclusion probability "
-                f">= {threshold:g}).")
+        return f"{verdict}: it is a root (no incoming edge with inclusion probability >= {threshold:g})."
     if status == "vanishing":
         parts = []
         for p in parents:
             k = len(p.vanishing_envs)
-            parts.append(f"{p.parent} -> {name} in {k} of {n_envs} environment{'s' if n_envs != 1 else ''}, "
-                         f"e.g. {_plain(p.vanishing_envs[0])!r}")
-        return f"{name} is identified{caveat}: every incoming influence vanishes somewhere ({'; '.join(parts)})."
+            first = repr(_plain(p.vanishing_envs[0]))
+            parts.append(f"{p.parent} -> {name} in {k} of {n_envs} environment{'s' if n_envs != 1 else ''} "
+                         + (f"({first})" if k == 1 else f"(e.g. {first})"))
+        return f"{verdict}: every incoming influence vanishes somewhere: {'; '.join(parts)}."
     bad = [p.parent for p in parents if not p.vanishes]
     noun = "influence" if len(bad) == 1 else "influences"
     verb = "never vanishes" if len(bad) == 1 else "never vanish"

@@ -91,10 +91,36 @@ class _RNGGuard:
         return False
 
 
+class _Run:
+    """Mutable state of one SVI run (one initialisation)."""
+
+    def __init__(self, x, env, *, n_latents, n_envs, prior, hidden, nonlinear, lr, seed):
+        torch.manual_seed(seed)
+        self.net = LatentCausalNet(x.shape[1], n_envs, n_latents, hidden=hidden, nonlinear=nonlinear)
+        self.gg = GlobalGuide(prior, n_envs, n_latents)
+        self.params = list(self.net.parameters()) + list(self.gg.parameters())
+        self.opt = torch.optim.Adam(self.params, lr=lr)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.perm_rows = torch.randperm(x.shape[0], generator=self.gen)
+        self.pos = self.bad = self.n_rej = 0
+
+
+def _agreement(zs: list[np.ndarray]) -> np.ndarray:
+    """Mean matched absolute correlation of each run's latents with every other run's (R,)."""
+    from bayes_crl.metrics import mpc
+
+    r = len(zs)
+    a = np.zeros((r, r))
+    for i in range(r):
+        for j in range(i + 1, r):
+            a[i, j] = a[j, i] = mpc(zs[i], zs[j])
+    return a.sum(1) / max(r - 1, 1)
+
+
 def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, prior: EdgePrior,
             noise: NoiseFamily, num_steps: int = 3000, batch_size: int = 256, lr: float = 3e-3,
-            warmup_frac: float = 0.3, order_search: bool = True, nonlinear: bool = True, hidden: int = 64,
-            seed: int = 0, max_bad_steps: int = 50, progress: bool = False,
+            warmup_frac: float = 0.3, order_search=True, nonlinear: bool = True, hidden: int = 64,
+            n_restarts: int = 1, seed: int = 0, max_bad_steps: int = 50, progress: bool = False,
             callback=None, checkpoint_dir: str | None = None, checkpoint_every: int = 500,
             resume: bool = False) -> FitResult:
     """Fit the model by minibatch SVI.
@@ -107,25 +133,29 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
     prior : EdgePrior
     noise : NoiseFamily
     num_steps : int
-        Total optimisation steps (warm-up included).
+        Steps of the selected run (warm-up included).
     batch_size : int
     lr : float
         Adam learning rate (cosine-decayed to 10 % over the main phase).
     warmup_frac : float
-        Fraction of steps before the order search.
+        Fraction of steps before the restart selection and the order search.
     order_search : bool or callable
         Whether to search the causal order after the warm-up; a callable ``(z (N, l), env (N,)) -> order``
         replaces the built-in search (for experiments).
+    n_restarts : int
+        Independent warm-ups from different initialisations. The run whose latents agree best with the
+        others' (mean matched correlation) is kept: identified solutions are reproducible up to permutation
+        and scaling, while the ELBO does not single them out. Costs ``n_restarts * warmup`` extra steps.
     seed : int
     max_bad_steps : int
         Consecutive non-finite steps tolerated before :class:`NonFiniteLossError`.
     progress : bool
         Show a tqdm progress bar.
     callback : callable, optional
-        ``callback(step, net, global_guide, loss)`` called every 100 steps (for monitoring).
+        ``callback(step, net, global_guide, loss)`` called every 100 steps of the kept run (for monitoring).
     checkpoint_dir : str, optional
         Write a checkpoint (safetensors + JSON manifest with SHA-256, written atomically) every
-        ``checkpoint_every`` steps: parameters, optimizer state, RNG states, step.
+        ``checkpoint_every`` steps of the main phase: parameters, optimizer state, RNG states, step.
     resume : bool
         Continue from the checkpoint in ``checkpoint_dir``; on CPU the result is bitwise identical to an
         uninterrupted fit. The checkpoint must have been written for the same data and settings.
@@ -135,97 +165,130 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
     FitResult
     """
     n, d = x.shape
+    mk = dict(n_latents=n_latents, n_envs=n_envs, prior=prior, hidden=hidden, nonlinear=nonlinear, lr=lr)
+    warm = max(1, int(warmup_frac * num_steps)) if (order_search or n_restarts > 1) else 0
+    warm = min(warm, num_steps)
+    elbo = Trace_ELBO()
+    losses = np.full(num_steps, np.nan)
+    order = tuple(range(n_latents))
+    history: dict = {}
+    total = n_restarts * warm + (num_steps - warm)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=total, desc="SVI", leave=False)
+
+    def run_steps(run: _Run, steps, main: bool, loss_store: np.ndarray | None):
+        for step in steps:
+            if main and checkpoint_dir is not None and step > steps.start and step % checkpoint_every == 0:
+                save_training_state(checkpoint_dir, modules={"net": run.net, "global_guide": run.gg},
+                                    optimizer=run.opt, generators={"rows": run.gen},
+                                    tensors={"perm_rows": run.perm_rows, "losses": torch.from_numpy(losses)},
+                                    meta={"step": step, "pos": run.pos, "bad": run.bad, "n_rejected": run.n_rej,
+                                          "order": list(order), "config": config})
+            if run.pos + batch_size > n:
+                run.perm_rows, run.pos = torch.randperm(n, generator=run.gen), 0
+            idx = run.perm_rows[run.pos:run.pos + batch_size]
+            run.pos += batch_size
+            if main:
+                frac = (step - warm) / max(1, num_steps - warm)
+                for g in run.opt.param_groups:
+                    g["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+            run.opt.zero_grad()
+            try:
+                loss = elbo.differentiable_loss(latent_causal_model, latent_causal_guide, x[idx], env[idx],
+                                                net=run.net, prior=prior, noise=noise, n_total=n, subsample=idx,
+                                                global_guide=run.gg)
+                why = None
+            except ValueError as err:  # Pyro/torch argument validation rejects NaN parameters of a distribution
+                loss, why = torch.tensor(float("nan")), str(err).splitlines()[0]
+            ok = bool(torch.isfinite(loss))
+            if ok:
+                loss.backward()
+                ok = all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in run.params)
+            if bar is not None:
+                bar.update(1)
+            if not ok:
+                run.bad += 1
+                run.n_rej += 1
+                if run.bad >= max_bad_steps:
+                    raise NonFiniteLossError(
+                        f"SVI stopped at step {step}: {run.bad} consecutive steps gave a non-finite loss or "
+                        "gradient (likely causes: a learning rate too high, unscaled inputs with extreme values, or "
+                        "a noise family whose support does not fit the data). Parameters are at the last good step."
+                        + (f" Last error: {why}" if why else ""))
+                continue
+            run.bad = 0
+            torch.nn.utils.clip_grad_norm_(run.params, 100.0)
+            run.opt.step()
+            if loss_store is not None:
+                loss_store[step] = loss.item() / n
+                if bar is not None and step % 50 == 0:
+                    bar.set_postfix(loss=f"{loss_store[step]:.3f}")
+            if callback is not None and loss_store is not None and step % 100 == 0:
+                callback(step, run.net, run.gg, loss_store[step])
+
     with _RNGGuard(seed):
-        net = LatentCausalNet(d, n_envs, n_latents, hidden=hidden, nonlinear=nonlinear)
-        gg = GlobalGuide(prior, n_envs, n_latents)
-        elbo = Trace_ELBO()
-        params = list(net.parameters()) + list(gg.parameters())
-        opt = torch.optim.Adam(params, lr=lr)
-        warm = int(warmup_frac * num_steps) if order_search else -1
-        losses = np.full(num_steps, np.nan)
-        order = tuple(range(n_latents))
-        gen = torch.Generator().manual_seed(seed)
-        perm_rows = torch.randperm(n, generator=gen)
-        pos, bad, n_rej = 0, 0, 0
-        start = 0
+        config = None
         if checkpoint_dir is not None:
             from bayes_crl.persistence import CheckpointError, restore_training_state, save_training_state
             config = {"n": n, "d": d, "n_latents": n_latents, "n_envs": n_envs, "num_steps": num_steps,
                       "batch_size": batch_size, "lr": lr, "seed": seed, "warm": warm, "prior": repr(prior),
-                      "noise": noise.name, "hidden": hidden, "nonlinear": nonlinear,
-                      "data_sha256": _fingerprint(x, env)}
-            if resume:
-                t, st = restore_training_state(checkpoint_dir, modules={"net": net, "global_guide": gg},
-                                               optimizer=opt, generators={"rows": gen})
+                      "noise": noise.name, "hidden": hidden, "nonlinear": nonlinear, "n_restarts": n_restarts,
+                      "order_search": bool(order_search), "data_sha256": _fingerprint(x, env)}
+        elif resume:
+            raise ValueError("resume=True needs checkpoint_dir")
+        start = warm
+        run = None
+        if resume:
+            import os
+
+            if os.path.exists(os.path.join(checkpoint_dir, "manifest.json")):
+                run = _Run(x, env, seed=seed, **mk)
+                t, st = restore_training_state(checkpoint_dir, modules={"net": run.net, "global_guide": run.gg},
+                                               optimizer=run.opt, generators={"rows": run.gen})
                 if st["config"] != config:
                     diff = sorted(k for k in config if st["config"].get(k) != config[k])
                     raise CheckpointError(f"The checkpoint in {checkpoint_dir!r} was written for other data or "
                                           f"settings (differs in {diff}); resume with the same arguments or start "
                                           "a new checkpoint_dir.")
-                start, pos, bad, n_rej = st["step"], st["pos"], st["bad"], st["n_rejected"]
+                start, run.pos, run.bad, run.n_rej = st["step"], st["pos"], st["bad"], st["n_rejected"]
                 order = tuple(st["order"])
-                perm_rows, losses = t["perm_rows"], t["losses"].numpy().copy()
-        elif resume:
-            raise ValueError("resume=True needs checkpoint_dir")
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=num_steps, initial=start, desc="SVI", leave=False)
-        for step in range(start, num_steps):
-            if checkpoint_dir is not None and step > start and step % checkpoint_every == 0:
-                save_training_state(checkpoint_dir, modules={"net": net, "global_guide": gg}, optimizer=opt,
-                                    generators={"rows": gen},
-                                    tensors={"perm_rows": perm_rows, "losses": torch.from_numpy(losses)},
-                                    meta={"step": step, "pos": pos, "bad": bad, "n_rejected": n_rej,
-                                          "order": list(order), "config": config})
-            if step == warm and n_latents > 1:
-                z = encode(net, x, env).numpy()
+                run.perm_rows, losses = t["perm_rows"], t["losses"].numpy().copy()
+                if bar is not None:
+                    bar.update(n_restarts * warm + start - warm)
+        if run is None:
+            runs, stores = [], []
+            for r in range(n_restarts):
+                rr = _Run(x, env, seed=seed + 7919 * r, **mk)
+                store = np.full(num_steps, np.nan)
+                run_steps(rr, range(0, warm), False, store)
+                runs.append(rr)
+                stores.append(store)
+            if n_restarts > 1:
+                sub = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:5000]
+                zs = [encode(rr.net, x[sub], env[sub]).numpy() for rr in runs]
+                agree = _agreement(zs)
+                best = int(np.argmax(agree))
+                history["restart_agreement"] = agree.tolist()
+                history["restart_selected"] = best
+            else:
+                best = 0
+            run, losses = runs[best], stores[best]
+            if order_search and n_latents > 1 and warm > 0:
+                z = encode(run.net, x, env).numpy()
                 if callable(order_search):
                     new_order = list(order_search(z, env.numpy()))
                 elif n_latents <= 12:
                     new_order = best_order(z, env.numpy(), noise=noise.name)[0]
                 else:
                     new_order = list(range(n_latents))
-                p = torch.as_tensor(new_order)
-                net.permute_latents(p)
-                gg.reset()
+                run.net.permute_latents(torch.as_tensor(new_order))
+                run.gg.reset()
                 order = tuple(order[k] for k in new_order)
-                opt = torch.optim.Adam(params, lr=lr)
-            if pos + batch_size > n:
-                perm_rows, pos = torch.randperm(n, generator=gen), 0
-            idx = perm_rows[pos:pos + batch_size]
-            pos += batch_size
-            if step > max(warm, 0):
-                frac = (step - max(warm, 0)) / max(1, num_steps - max(warm, 0))
-                for g in opt.param_groups:
-                    g["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
-            opt.zero_grad()
-            loss = elbo.differentiable_loss(latent_causal_model, latent_causal_guide, x[idx], env[idx], net=net,
-                                            prior=prior, noise=noise, n_total=n, subsample=idx, global_guide=gg)
-            ok = torch.isfinite(loss)
-            if ok:
-                loss.backward()
-                ok = all(p.grad is None or torch.isfinite(p.grad).all() for p in params)
-            if not ok:
-                bad += 1
-                n_rej += 1
-                if bad >= max_bad_steps:
-                    raise NonFiniteLossError(
-                        f"SVI stopped at step {step}: {bad} consecutive steps gave a non-finite loss or gradient "
-                        "(likely causes: a learning rate too high, unscaled inputs with extreme values, or a noise "
-                        "family whose support does not fit the data). Parameters are at the last good step.")
-                continue
-            bad = 0
-            torch.nn.utils.clip_grad_norm_(params, 100.0)
-            opt.step()
-            losses[step] = loss.item() / n
-            if bar is not None:
-                bar.update(1)
-                if step % 50 == 0:
-                    bar.set_postfix(loss=f"{losses[step]:.3f}")
-            if callback is not None and step % 100 == 0:
-                callback(step, net, gg, losses[step])
+                run.opt = torch.optim.Adam(run.params, lr=lr)
+        run_steps(run, range(start, num_steps), True, losses)
         if bar is not None:
             bar.close()
-    return FitResult(net=net, global_guide=gg, prior=prior, noise=noise, losses=losses, order=order,
-                     n_rejected=n_rej)
+    return FitResult(net=run.net, global_guide=run.gg, prior=prior, noise=noise, losses=losses, order=order,
+                     n_rejected=run.n_rej, history=history)

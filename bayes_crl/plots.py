@@ -167,11 +167,12 @@ def plot_graph(probs: Any, names: Sequence[str] | None = None, weight: Any = Non
     ax = _new_axes(ax)
     g = nx.DiGraph()
     g.add_nodes_from(labels)
-    edges, widths, colors = [], [], []
+    edges, widths, colors, edge_labels = [], [], [], {}
     for j in range(l):
         for i in range(l):
             if i != j and p[j, i] > 0 and p[j, i] >= threshold:
                 edges.append((labels[j], labels[i]))
+                edge_labels[edges[-1]] = f"{p[j, i]:.2f}" + ("" if w is None else f" / {w[j, i]:+.2f}")
                 widths.append(0.5 + 4.0 * p[j, i])
                 base = "tab:gray" if w is None else ("tab:blue" if w[j, i] >= 0 else "tab:red")
                 colors.append(to_rgba(base, alpha=float(0.15 + 0.85 * p[j, i])))
@@ -182,10 +183,8 @@ def plot_graph(probs: Any, names: Sequence[str] | None = None, weight: Any = Non
     if edges:
         nx.draw_networkx_edges(g, pos, edgelist=edges, ax=ax, width=widths, edge_color=colors, arrows=True,
                                arrowsize=18, node_size=900, connectionstyle="arc3,rad=0.12")
-        lab = {e: (f"{p[labels.index(e[0]), labels.index(e[1])]:.2f}" if w is None else
-                   f"{p[labels.index(e[0]), labels.index(e[1])]:.2f} / {w[labels.index(e[0]), labels.index(e[1])]:+.2f}")
-               for e in edges}
-        nx.draw_networkx_edge_labels(g, pos, edge_labels=lab, ax=ax, font_size=7, connectionstyle="arc3,rad=0.12")
+        nx.draw_networkx_edge_labels(g, pos, edge_labels=edge_labels, ax=ax, font_size=7,
+                                     connectionstyle="arc3,rad=0.12")
     ax.set_title("latent graph" + (" (probability / mean strength)" if w is not None else " (probability)"),
                  fontsize=9)
     ax.set_axis_off()

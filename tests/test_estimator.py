@@ -1,0 +1,96 @@
+"""The estimator's contract: validation at the boundary, warnings, non-finite guards, labels."""
+import re
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from bayes_crl import BayesCRLValueError, IdentifiabilityWarning, LatentCausalModel, NotFittedError, simulate_latent_anm
+from bayes_crl.infer import NonFiniteLossError, fit_svi
+from bayes_crl.noise import get_noise_family
+from bayes_crl.priors import get_prior
+
+FAST = dict(num_steps=3, batch_size=32, num_posterior_samples=10, n_restarts=1)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return simulate_latent_anm(n_latents=2, n_envs=6, n_per_env=30, n_obs_dims=4, random_state=0)
+
+
+def test_init_stores_params_unchanged():
+    m = LatentCausalModel(n_latents=4, edge_prior="spike_slab", noise="laplace", num_steps=7, random_state=3)
+    assert (m.n_latents, m.edge_prior, m.noise, m.num_steps, m.random_state) == (4, "spike_slab", "laplace", 7, 3)
+    assert not hasattr(m, "edge_inclusion_")
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"noise": "gausian"}, "'noise' parameter of LatentCausalModel must be one of"),
+    ({"edge_prior": "ridge"}, "'edge_prior' parameter of LatentCausalModel must be one of"),
+    ({"n_latents": 0}, "'n_latents' parameter of LatentCausalModel"),
+    ({"num_steps": 2.5}, "'num_steps' parameter of LatentCausalModel"),
+    ({"learning_rate": -1.0}, "'learning_rate' parameter of LatentCausalModel"),
+    ({"n_restarts": 0}, "'n_restarts' parameter of LatentCausalModel"),
+])
+def test_bad_hyper_parameters(data, kw, match):
+    with pytest.raises(BayesCRLValueError, match=re.escape(match)):
+        LatentCausalModel(**{"n_latents": 2, **FAST, **kw}).fit(data.x, env=data.env)
+
+
+def test_bad_inputs_name_the_argument(data):
+    m = LatentCausalModel(n_latents=2, **FAST)
+    x = data.x.copy()
+    x[3, 1] = np.nan
+    with pytest.raises(BayesCRLValueError, match=r"'x'.*NaN"):
+        m.fit(x, env=data.env)
+    with pytest.raises(BayesCRLValueError, match="'env'"):
+        m.fit(data.x, env=data.env[:-1])
+    with pytest.raises(BayesCRLValueError, match="at least 2 environments"):
+        m.fit(data.x, env=np.zeros(len(data.x)))
+    with pytest.raises(BayesCRLValueError, match="'n_latents'.*<= the number of columns"):
+        LatentCausalModel(n_latents=5, **FAST).fit(data.x, env=data.env)
+    with pytest.raises(BayesCRLValueError, match="'x'"):
+        m.fit(data.x[:, 0], env=data.env)
+
+
+def test_not_fitted_message():
+    with pytest.raises(NotFittedError, match="not fitted yet. Call 'fit'"):
+        LatentCausalModel().transform(np.zeros((2, 3)), env=[0, 1])
+
+
+def test_too_few_environments_warns_or_raises_when_strict():
+    d = simulate_latent_anm(n_latents=2, n_envs=3, n_per_env=30, n_obs_dims=4, random_state=0)
+    with pytest.warns(IdentifiabilityWarning, match="2l\\+1 = 5"):
+        LatentCausalModel(n_latents=2, **FAST).fit(d.x, env=d.env)
+    with pytest.raises(BayesCRLValueError, match="2l\\+1"):
+        LatentCausalModel(n_latents=2, strict=True, **FAST).fit(d.x, env=d.env)
+
+
+def test_string_env_labels_are_kept_and_checked(data):
+    labels = np.array([f"day {u}" for u in data.env], dtype=object)
+    m = LatentCausalModel(n_latents=2, **FAST).fit(data.x, env=labels)
+    assert m.env_labels_ == [f"day {u}" for u in range(6)]
+    assert m.transform(data.x[:5], env=labels[:5]).shape == (5, 2)
+    with pytest.raises(BayesCRLValueError, match="not seen in fit"):
+        m.transform(data.x[:2], env=["day 99", "day 1"])
+
+
+def test_nonfinite_batches_are_rejected_and_parameters_stay_finite(data):
+    x = torch.tensor(data.x, dtype=torch.float32)
+    env = torch.tensor(data.env)
+    x_bad = x.clone()
+    x_bad[::7] = float("nan")  # most minibatches of 16 hold a bad row
+    kw = dict(n_latents=2, n_envs=6, prior=get_prior("laplace"), noise=get_noise_family("gaussian"), batch_size=4,
+              num_steps=30, seed=0, order_search=False)
+    res = fit_svi(x_bad, env, **kw)
+    assert res.n_rejected > 0
+    assert np.isnan(res.losses).sum() == res.n_rejected
+    assert all(torch.isfinite(p).all() for p in res.net.parameters())
+
+
+def test_persistent_nonfinite_loss_stops_with_a_clear_error(data):
+    x = torch.full((len(data.x), 4), float("nan"))
+    with pytest.raises(NonFiniteLossError, match=r"SVI stopped at step 4: 5 consecutive steps"):
+        fit_svi(x, torch.tensor(data.env), n_latents=2, n_envs=6, prior=get_prior("laplace"),
+                noise=get_noise_family("gaussian"), num_steps=20, max_bad_steps=5, order_search=False)
