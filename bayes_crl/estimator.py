@@ -202,6 +202,7 @@ class LatentCausalModel:
 
     def _summarise(self, xt: torch.Tensor, et: torch.Tensor, seed: int) -> None:
         ctx = inclusion_context(self.result_, xt, et)
+        self._inclusion_context = ctx
         self.edge_inclusion_ = edge_inclusion(self.result_, ctx, self.num_posterior_samples, seed)
         draws = posterior_draws(self.result_, self.num_posterior_samples, seed)
         self.edge_weight_ = draws["weight"].mean(0)
@@ -232,6 +233,22 @@ class LatentCausalModel:
         check_scalar(threshold, "threshold", float, "to_networkx", min_val=0, max_val=1)
         return to_networkx(self.edge_inclusion_, self.edge_weight_, names=self.latent_names_, threshold=threshold,
                            weight_draws=self._weight_draws)
+
+    def to_datatree(self, x=None, env=None, *, num_samples: int = 1000, seed: int = 0, **kw):
+        """Posterior as an ArviZ ``xarray.DataTree`` (see :func:`bayes_crl.datatree.to_datatree`): groups
+        ``posterior`` (dims chain, draw, env, parent, child, latent), ``fit`` (loss history) and, given
+        ``x``/``env``, ``observed_data`` and ``log_likelihood`` (for ``arviz_stats.loo``)."""
+        self._check_fitted()
+        from bayes_crl.datatree import to_datatree
+
+        return to_datatree(self, x, env, num_samples=num_samples, seed=seed, **kw)
+
+    def identifiability_report(self, *, threshold: float = 0.5, vanish_tol: float | None = None, prob: float = 0.9):
+        """What the fitted posterior says is and is not identified (see :mod:`bayes_crl.identifiability`)."""
+        self._check_fitted()
+        from bayes_crl.identifiability import identifiability_report
+
+        return identifiability_report(self, threshold=threshold, vanish_tol=vanish_tol, prob=prob)
 
     def save(self, path: str, *, overwrite: bool = False) -> str:
         """Save the fitted model to the folder ``path`` (safetensors + JSON; loading never unpickles).
