@@ -10,6 +10,8 @@ Local site ``z``: ``Normal(loc(x, u), scale(x, u))`` from the encoder, inside th
 """
 from __future__ import annotations
 
+import math
+
 import pyro
 import pyro.distributions as dist
 import torch
@@ -93,6 +95,20 @@ class GlobalGuide(nn.Module):
             else:
                 getattr(self, f"{s.name}__loc").fill_(_INIT_POSITIVE.get(s.name, 0.0))
                 getattr(self, f"{s.name}__log_scale").fill_(-3.0)
+
+    @torch.no_grad()
+    def init_from_weights(self, w: torch.Tensor) -> None:
+        """Start the variational posterior at strengths ``w`` (E, l, l) (e.g. least squares on warm-up latents):
+        ``edge_weight`` centred on ``w``; horseshoe edge scales set so that ``tau * lambda`` matches the
+        root-mean-square strength of each edge."""
+        self.reset()
+        for s in self.specs:
+            if s.name == "edge_weight":
+                getattr(self, "edge_weight__value" if s.point else "edge_weight__loc").copy_(w)
+            elif s.name == "edge_lambda":
+                tau = math.exp(_INIT_POSITIVE["edge_tau"])
+                rms = w.pow(2).mean(0).sqrt().clamp(min=1e-3)
+                getattr(self, "edge_lambda__loc").copy_(torch.log(rms / tau))
 
     @torch.no_grad()
     def draws(self, num_samples: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:

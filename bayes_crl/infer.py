@@ -22,7 +22,7 @@ from bayes_crl.guides import GlobalGuide, latent_causal_guide
 from bayes_crl.models import LatentCausalNet, latent_causal_model
 from bayes_crl.noise import NoiseFamily
 from bayes_crl.order import best_order
-from bayes_crl.priors import EdgePrior
+from bayes_crl.priors import EdgePrior, LaplacePrior
 
 __all__ = ["FitResult", "fit_svi", "NonFiniteLossError", "encode"]
 
@@ -91,6 +91,32 @@ class _RNGGuard:
         return False
 
 
+@torch.no_grad()
+def _regression_init(net: LatentCausalNet, z: torch.Tensor, env: torch.Tensor) -> torch.Tensor:
+    """Per-environment least squares of each latent on the earlier slots (identity features).
+
+    Sets the noise locations/scales of ``net`` from the residuals and returns the strengths (E, l, l).
+    """
+    e, l = net.n_envs, net.n_latents
+    w = torch.zeros(e, l, l)
+    loc = torch.zeros(e, l)
+    log_scale = torch.zeros(e, l)
+    for u in range(e):
+        zu = z[env == u]
+        if len(zu) < 2:
+            continue
+        for i in range(l):
+            a = torch.cat([torch.ones(len(zu), 1), zu[:, :i]], 1)
+            g = a.T.double() @ a.double() + 1e-6 * torch.eye(i + 1, dtype=torch.float64)
+            coef = torch.linalg.solve(g, a.T.double() @ zu[:, i].double()).to(z.dtype)
+            w[u, :i, i] = coef[1:]
+            r = zu[:, i] - zu[:, :i] @ coef[1:]
+            loc[u, i], log_scale[u, i] = r.mean(), r.std().clamp(min=1e-3).log()
+    net.noise_loc.copy_(loc)
+    net.noise_log_scale.copy_(log_scale)
+    return w * net.mask
+
+
 class _Run:
     """Mutable state of one SVI run (one initialisation)."""
 
@@ -119,7 +145,7 @@ def _agreement(zs: list[np.ndarray]) -> np.ndarray:
 
 def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, prior: EdgePrior,
             noise: NoiseFamily, num_steps: int = 3000, batch_size: int = 256, lr: float = 3e-3,
-            warmup_frac: float = 0.3, order_search=True, nonlinear: bool = True, hidden: int = 64,
+            warmup_frac: float = 0.3, recheck_frac: float = 0.6, order_search=True, nonlinear: bool = True, hidden: int = 64,
             n_restarts: int = 1, seed: int = 0, max_bad_steps: int = 50, progress: bool = False,
             callback=None, checkpoint_dir: str | None = None, checkpoint_every: int = 500,
             resume: bool = False) -> FitResult:
@@ -139,6 +165,9 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
         Adam learning rate (cosine-decayed to 10 % over the main phase).
     warmup_frac : float
         Fraction of steps before the restart selection and the order search.
+    recheck_frac : float
+        A second order search at this fraction of the steps (the latents are sharper by then); when it
+        changes the order, the slots are permuted and the edge posterior restarts from least squares.
     order_search : bool or callable
         Whether to search the causal order after the warm-up; a callable ``(z (N, l), env (N,)) -> order``
         replaces the built-in search (for experiments).
@@ -166,6 +195,9 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
     """
     n, d = x.shape
     mk = dict(n_latents=n_latents, n_envs=n_envs, prior=prior, hidden=hidden, nonlinear=nonlinear, lr=lr)
+    # Warm-ups use the paper's point-estimate L1 prior whatever the final prior: with variational strengths
+    # the early fit collapses towards independent (noise-like) latents and loses the graph.
+    warm_prior = LaplacePrior()
     warm = max(1, int(warmup_frac * num_steps)) if (order_search or n_restarts > 1) else 0
     warm = min(warm, num_steps)
     elbo = Trace_ELBO()
@@ -179,6 +211,7 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
         bar = tqdm(total=total, desc="SVI", leave=False)
 
     def run_steps(run: _Run, steps, main: bool, loss_store: np.ndarray | None):
+        step_prior = prior if main else warm_prior
         for step in steps:
             if main and checkpoint_dir is not None and step > steps.start and step % checkpoint_every == 0:
                 save_training_state(checkpoint_dir, modules={"net": run.net, "global_guide": run.gg},
@@ -197,7 +230,7 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
             run.opt.zero_grad()
             try:
                 loss = elbo.differentiable_loss(latent_causal_model, latent_causal_guide, x[idx], env[idx],
-                                                net=run.net, prior=prior, noise=noise, n_total=n, subsample=idx,
+                                                net=run.net, prior=step_prior, noise=noise, n_total=n, subsample=idx,
                                                 global_guide=run.gg)
                 why = None
             except ValueError as err:  # Pyro/torch argument validation rejects NaN parameters of a distribution
@@ -228,6 +261,25 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
             if callback is not None and loss_store is not None and step % 100 == 0:
                 callback(step, run.net, run.gg, loss_store[step])
 
+    def _search_and_permute(run: _Run, order: tuple) -> tuple:
+        z = encode(run.net, x, env).numpy()
+        if callable(order_search):
+            new_order = list(order_search(z, env.numpy()))
+        elif n_latents <= 12:
+            new_order = best_order(z, env.numpy(), noise=noise.name)[0]
+        else:
+            new_order = list(range(n_latents))
+        if new_order == list(range(n_latents)):
+            return order
+        run.net.permute_latents(torch.as_tensor(new_order))
+        return tuple(order[k] for k in new_order)
+
+    def _restart_prior(run: _Run, prior: EdgePrior) -> None:
+        run.gg = GlobalGuide(prior, n_envs, n_latents)
+        run.gg.init_from_weights(_regression_init(run.net, encode(run.net, x, env), env))
+        run.params = list(run.net.parameters()) + list(run.gg.parameters())
+        run.opt = torch.optim.Adam(run.params, lr=run.opt.param_groups[0]["lr"])
+
     with _RNGGuard(seed):
         config = None
         if checkpoint_dir is not None:
@@ -235,7 +287,7 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
             config = {"n": n, "d": d, "n_latents": n_latents, "n_envs": n_envs, "num_steps": num_steps,
                       "batch_size": batch_size, "lr": lr, "seed": seed, "warm": warm, "prior": repr(prior),
                       "noise": noise.name, "hidden": hidden, "nonlinear": nonlinear, "n_restarts": n_restarts,
-                      "order_search": bool(order_search), "data_sha256": _fingerprint(x, env)}
+                      "order_search": bool(order_search), "recheck_frac": recheck_frac, "data_sha256": _fingerprint(x, env)}
         elif resume:
             raise ValueError("resume=True needs checkpoint_dir")
         start = warm
@@ -260,7 +312,7 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
         if run is None:
             runs, stores = [], []
             for r in range(n_restarts):
-                rr = _Run(x, env, seed=seed + 7919 * r, **mk)
+                rr = _Run(x, env, seed=seed + 7919 * r, **{**mk, "prior": warm_prior if warm else prior})
                 store = np.full(num_steps, np.nan)
                 run_steps(rr, range(0, warm), False, store)
                 runs.append(rr)
@@ -276,17 +328,19 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
                 best = 0
             run, losses = runs[best], stores[best]
             if order_search and n_latents > 1 and warm > 0:
-                z = encode(run.net, x, env).numpy()
-                if callable(order_search):
-                    new_order = list(order_search(z, env.numpy()))
-                elif n_latents <= 12:
-                    new_order = best_order(z, env.numpy(), noise=noise.name)[0]
-                else:
-                    new_order = list(range(n_latents))
-                run.net.permute_latents(torch.as_tensor(new_order))
-                run.gg.reset()
-                order = tuple(order[k] for k in new_order)
-                run.opt = torch.optim.Adam(run.params, lr=lr)
+                order = _search_and_permute(run, order)
+            if warm:
+                # switch to the requested prior, starting from least squares in the (new) slot order
+                _restart_prior(run, prior)
+        second = int(recheck_frac * num_steps) if (order_search and n_latents > 1 and warm > 0) else num_steps
+        if start < second < num_steps:
+            run_steps(run, range(start, second), True, losses)
+            new = _search_and_permute(run, order)
+            if new != order:
+                order = new
+                history["order_changed_at"] = second
+                _restart_prior(run, prior)
+            start = second
         run_steps(run, range(start, num_steps), True, losses)
         if bar is not None:
             bar.close()
