@@ -5,6 +5,7 @@ Three layers, each usable alone: Pyro model functions (:mod:`bayes_crl.models`, 
 estimator :class:`LatentCausalModel`.
 """
 from bayes_crl._errors import BayesCRLValueError, IdentifiabilityWarning, NotFittedError
+from bayes_crl.compare import compare_priors
 from bayes_crl.estimator import LatentCausalModel
 from bayes_crl.priors import FlatPrior, Horseshoe, LaplacePrior, SpikeAndSlab, get_prior
 from bayes_crl.simulate import LatentANMData, load_observations, simulate_latent_anm
@@ -12,7 +13,7 @@ from bayes_crl.simulate import LatentANMData, load_observations, simulate_latent
 __version__ = "0.1.0"
 
 __all__ = [
-    "LatentCausalModel", "simulate_latent_anm", "LatentANMData", "load_observations",
+    "LatentCausalModel", "compare_priors", "simulate_latent_anm", "LatentANMData", "load_observations",
     "Horseshoe", "SpikeAndSlab", "LaplacePrior", "FlatPrior", "get_prior",
     "BayesCRLValueError", "IdentifiabilityWarning", "NotFittedError", "__version__",
 ]

@@ -120,9 +120,11 @@ def _regression_init(net: LatentCausalNet, z: torch.Tensor, env: torch.Tensor) -
 class _Run:
     """Mutable state of one SVI run (one initialisation)."""
 
-    def __init__(self, x, env, *, n_latents, n_envs, prior, hidden, nonlinear, lr, seed):
+    def __init__(self, x, env, *, n_latents, n_envs, prior, hidden, nonlinear, lr, seed, encoder_env=True,
+                 min_obs_scale=0.0):
         torch.manual_seed(seed)
-        self.net = LatentCausalNet(x.shape[1], n_envs, n_latents, hidden=hidden, nonlinear=nonlinear)
+        self.net = LatentCausalNet(x.shape[1], n_envs, n_latents, hidden=hidden, nonlinear=nonlinear,
+                                   encoder_env=encoder_env, min_obs_scale=min_obs_scale)
         self.gg = GlobalGuide(prior, n_envs, n_latents)
         self.params = list(self.net.parameters()) + list(self.gg.parameters())
         self.opt = torch.optim.Adam(self.params, lr=lr)
@@ -146,7 +148,7 @@ def _agreement(zs: list[np.ndarray]) -> np.ndarray:
 def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, prior: EdgePrior,
             noise: NoiseFamily, num_steps: int = 3000, batch_size: int = 256, lr: float = 3e-3,
             warmup_frac: float = 0.3, recheck_frac: float = 0.6, order_search=True, nonlinear: bool = True, hidden: int = 64,
-            n_restarts: int = 1, seed: int = 0, max_bad_steps: int = 50, progress: bool = False,
+            n_restarts: int = 1, encoder_env: bool = True, min_obs_scale: float = 0.0, seed: int = 0, max_bad_steps: int = 50, progress: bool = False,
             callback=None, checkpoint_dir: str | None = None, checkpoint_every: int = 500,
             resume: bool = False) -> FitResult:
     """Fit the model by minibatch SVI.
@@ -175,6 +177,10 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
         Independent warm-ups from different initialisations. The run whose latents agree best with the
         others' (mean matched correlation) is kept: identified solutions are reproducible up to permutation
         and scaling, while the ELBO does not single them out. Costs ``n_restarts * warmup`` extra steps.
+    encoder_env : bool
+        Whether the encoder sees the environment (``q(z | x, u)``) or only ``x`` (``q(z | x)``).
+    min_obs_scale : float
+        Lower bound of the decoder's observation noise scale (standardised units).
     seed : int
     max_bad_steps : int
         Consecutive non-finite steps tolerated before :class:`NonFiniteLossError`.
@@ -194,7 +200,8 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
     FitResult
     """
     n, d = x.shape
-    mk = dict(n_latents=n_latents, n_envs=n_envs, prior=prior, hidden=hidden, nonlinear=nonlinear, lr=lr)
+    mk = dict(n_latents=n_latents, n_envs=n_envs, prior=prior, hidden=hidden, nonlinear=nonlinear, lr=lr,
+              encoder_env=encoder_env, min_obs_scale=min_obs_scale)
     # Warm-ups use the paper's point-estimate L1 prior whatever the final prior: with variational strengths
     # the early fit collapses towards independent (noise-like) latents and loses the graph.
     warm_prior = LaplacePrior()

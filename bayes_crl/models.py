@@ -88,11 +88,13 @@ class LatentCausalNet(nn.Module):
     """
 
     def __init__(self, n_obs_dims: int, n_envs: int, n_latents: int, *, hidden: int = 64, n_layers: int = 3,
-                 nonlinear: bool = True, likelihood: str = "normal"):
+                 nonlinear: bool = True, likelihood: str = "normal", encoder_env: bool = True,
+                 min_obs_scale: float = 0.0):
         super().__init__()
+        self.min_obs_scale = min_obs_scale
         self.n_obs_dims, self.n_envs, self.n_latents = n_obs_dims, n_envs, n_latents
         self.likelihood = likelihood
-        self.encoder = Encoder(n_obs_dims, n_envs, n_latents, hidden, n_layers)
+        self.encoder = Encoder(n_obs_dims, n_envs, n_latents, hidden, n_layers, use_env=encoder_env)
         self.decoder = Decoder(n_latents, n_obs_dims, hidden, n_layers)
         self.features = EdgeFeatures(n_latents, nonlinear=nonlinear)
         self.noise_loc = nn.Parameter(torch.zeros(n_envs, n_latents))
@@ -137,6 +139,10 @@ class LatentCausalNet(nn.Module):
         """Per-environment noise scales (E, l); the geometric mean over environments is 1 for each latent."""
         s = self.noise_log_scale
         return torch.exp(s - s.mean(0, keepdim=True))
+
+    def obs_scale(self) -> torch.Tensor:
+        """Observation noise scale (d,), bounded below by ``min_obs_scale`` (in standardised units)."""
+        return self.min_obs_scale + self.decoder.log_scale.exp()
 
     def noise_shape(self) -> torch.Tensor:
         return torch.exp(self.noise_log_shape) + 0.5
@@ -191,5 +197,5 @@ def latent_causal_model(x: torch.Tensor | None, env: torch.Tensor, *, net: Laten
         if net.likelihood == "bernoulli":
             pyro.sample(SITE_X, dist.Bernoulli(logits=f).to_event(1), obs=x)
         else:
-            pyro.sample(SITE_X, dist.Normal(f, net.decoder.log_scale.exp()).to_event(1), obs=x)
+            pyro.sample(SITE_X, dist.Normal(f, net.obs_scale()).to_event(1), obs=x)
     return z

@@ -27,12 +27,17 @@ class Encoder(nn.Module):
     ``forward(x (B, d), env (B,) int) -> (loc (B, l), scale (B, l))``.
     """
 
-    def __init__(self, n_obs_dims: int, n_envs: int, n_latents: int, hidden: int = 64, n_layers: int = 3):
+    def __init__(self, n_obs_dims: int, n_envs: int, n_latents: int, hidden: int = 64, n_layers: int = 3,
+                 use_env: bool = True):
         super().__init__()
         self.n_envs = n_envs
-        self.net = mlp(n_obs_dims + n_envs, 2 * n_latents, hidden, n_layers)
+        self.use_env = use_env
+        self.net = mlp(n_obs_dims + (n_envs if use_env else 0), 2 * n_latents, hidden, n_layers)
 
     def forward(self, x: torch.Tensor, env: torch.Tensor):
+        if not self.use_env:
+            loc, raw = self.net(x).chunk(2, -1)
+            return loc, nn.functional.softplus(raw - 2.0) + 1e-4
         h = torch.cat([x, nn.functional.one_hot(env, self.n_envs).to(x.dtype)], -1)
         loc, raw = self.net(h).chunk(2, -1)
         return loc, nn.functional.softplus(raw - 2.0) + 1e-4
