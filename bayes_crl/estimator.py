@@ -50,7 +50,12 @@ class LatentCausalModel:
         Fraction of ``num_steps`` spent in each warm-up before restart selection and order search.
     n_restarts : int, default 4
         Independent warm-ups; the one whose latents agree best with the others is kept (identified
-        solutions are reproducible, the ELBO does not single them out).
+        solutions are reproducible, the ELBO does not single them out), and the order search sums the
+        order scores of all warm-ups.
+    min_obs_scale : float, default 0.1
+        Floor of the decoder noise scale, in units of the standardised ``x``: keeps the prior's say in the
+        ELBO when the observation noise is tiny (with a free scale the fit becomes a near-deterministic
+        autoencoder whose latents drift from the identified ones).
     standardize : bool, default True
         Standardise the columns of ``x`` before fitting (the scaling is stored and reapplied).
     num_posterior_samples : int, default 1000
@@ -78,7 +83,7 @@ class LatentCausalModel:
     def __init__(self, n_latents: int = 3, *, edge_prior: str | EdgePrior = "horseshoe", noise: str = "gaussian",
                  mechanism: str = "nonlinear", num_steps: int = 6000, batch_size: int = 512,
                  learning_rate: float = 5e-3, hidden: int = 64, order_search: bool = True, warmup_frac: float = 0.3,
-                 n_restarts: int = 4,
+                 n_restarts: int = 4, min_obs_scale: float = 0.1,
                  standardize: bool = True, num_posterior_samples: int = 1000, progress: bool = False,
                  strict: bool = False, random_state=None):
         self.n_latents = n_latents
@@ -92,6 +97,7 @@ class LatentCausalModel:
         self.order_search = order_search
         self.warmup_frac = warmup_frac
         self.n_restarts = n_restarts
+        self.min_obs_scale = min_obs_scale
         self.standardize = standardize
         self.num_posterior_samples = num_posterior_samples
         self.progress = progress
@@ -110,6 +116,7 @@ class LatentCausalModel:
         check_scalar(self.learning_rate, "learning_rate", float, _NAME, min_val=0, include_min=False)
         check_scalar(self.hidden, "hidden", Integral, _NAME, min_val=1)
         check_scalar(self.n_restarts, "n_restarts", Integral, _NAME, min_val=1)
+        check_scalar(self.min_obs_scale, "min_obs_scale", float, _NAME, min_val=0)
         check_scalar(self.warmup_frac, "warmup_frac", float, _NAME, min_val=0, max_val=1, include_max=False)
         check_scalar(self.num_posterior_samples, "num_posterior_samples", Integral, _NAME, min_val=1)
         for b in ("order_search", "standardize", "progress", "strict"):
@@ -192,7 +199,7 @@ class LatentCausalModel:
         self.result_: FitResult = fit_svi(
             xt, et, n_latents=l, n_envs=e, prior=prior, noise=noise, num_steps=self.num_steps,
             batch_size=min(self.batch_size, n), lr=self.learning_rate, warmup_frac=self.warmup_frac,
-            order_search=self.order_search, n_restarts=self.n_restarts, nonlinear=self.mechanism == "nonlinear", hidden=self.hidden,
+            order_search=self.order_search, n_restarts=self.n_restarts, min_obs_scale=self.min_obs_scale, nonlinear=self.mechanism == "nonlinear", hidden=self.hidden,
             seed=seed, progress=self.progress, checkpoint_dir=checkpoint_dir, resume=resume)
         self.fit_seconds_ = time.perf_counter() - t0
         self.loss_ = self.result_.losses

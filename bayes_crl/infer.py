@@ -268,9 +268,13 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
             if callback is not None and loss_store is not None and step % 100 == 0:
                 callback(step, run.net, run.gg, loss_store[step])
 
-    def _search_and_permute(run: _Run, order: tuple) -> tuple:
+    def _search_and_permute(run: _Run, order: tuple, tables: np.ndarray | None = None) -> tuple:
         z = encode(run.net, x, env).numpy()
-        if callable(order_search):
+        if tables is not None:
+            from bayes_crl.order import best_order_from_scores
+
+            new_order = best_order_from_scores(tables)[0]
+        elif callable(order_search):
             new_order = list(order_search(z, env.numpy()))
         elif n_latents <= 12:
             new_order = best_order(z, env.numpy(), noise=noise.name)[0]
@@ -324,6 +328,7 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
                 run_steps(rr, range(0, warm), False, store)
                 runs.append(rr)
                 stores.append(store)
+            tables = None
             if n_restarts > 1:
                 sub = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:5000]
                 zs = [encode(rr.net, x[sub], env[sub]).numpy() for rr in runs]
@@ -331,11 +336,21 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
                 best = int(np.argmax(agree))
                 history["restart_agreement"] = agree.tolist()
                 history["restart_selected"] = best
+                if order_search is True and n_latents <= 8:
+                    # order votes of all warm-ups, aligned to the kept run's latents
+                    from bayes_crl.metrics import match_latents
+                    from bayes_crl.order import align_scores, local_scores
+
+                    zs_full = [encode(rr.net, x, env).numpy() for rr in runs]
+                    tables = np.zeros((n_latents, 2**n_latents))
+                    for zr in zs_full:
+                        perm = match_latents(zs_full[best], zr)[0]
+                        tables += align_scores(local_scores(zr, env.numpy(), noise=noise.name), np.asarray(perm))
             else:
                 best = 0
             run, losses = runs[best], stores[best]
             if order_search and n_latents > 1 and warm > 0:
-                order = _search_and_permute(run, order)
+                order = _search_and_permute(run, order, tables)
             if warm:
                 # switch to the requested prior, starting from least squares in the (new) slot order
                 _restart_prior(run, prior)

@@ -97,10 +97,29 @@ def best_order(z: np.ndarray, env: np.ndarray, *, penalty: float = 1.0,
     parents : ndarray (l, l) int
         Best parent sets within the order, ``parents[j, i] = 1`` for ``j -> i``.
     """
-    n, l = z.shape
-    if l > 12:
+    if z.shape[1] > 12:
         raise ValueError("exact order search is limited to 12 latents")
-    ls = local_scores(z, env, penalty=penalty, noise=noise)
+    return best_order_from_scores(local_scores(z, env, penalty=penalty, noise=noise))
+
+
+def align_scores(ls: np.ndarray, perm: np.ndarray) -> np.ndarray:
+    """Re-index a local score table (l, 2**l) of another run into reference coordinates, where the other
+    run's latent ``perm[i]`` matches reference latent ``i``."""
+    l = ls.shape[0]
+    out = np.full_like(ls, -np.inf)
+    for s in range(2**l):
+        t = 0
+        for j in range(l):
+            if s >> j & 1:
+                t |= 1 << int(perm[j])
+        out[:, s] = ls[perm, t]
+    return out
+
+
+def best_order_from_scores(ls: np.ndarray) -> tuple[list[int], float, np.ndarray]:
+    """Exact best order and parent sets from a local score table (l, 2**l) (see :func:`local_scores`);
+    tables of several runs aligned with :func:`align_scores` can be summed first."""
+    l = ls.shape[0]
     full = 2**l
     # best parent subset of i within candidate set P: subset-max dynamic programme
     best_local = np.full((l, full), -np.inf)
