@@ -116,3 +116,14 @@ def test_fit_is_deterministic_and_keeps_global_rng():
     b = LatentCausalModel(n_latents=2, num_steps=5, random_state=3, num_posterior_samples=20).fit(d.x, env=d.env)
     np.testing.assert_array_equal(a.transform(d.x, d.env), b.transform(d.x, d.env))
     np.testing.assert_array_equal(a.edge_inclusion_, b.edge_inclusion_)
+
+
+def test_edge_effect_is_bounded_and_monotone():
+    from bayes_crl.priors import edge_effect
+
+    snr = torch.ones(3, 2, 2)
+    snr[0] = 1e6  # a near-noiseless environment must not dominate
+    small = edge_effect(torch.full((3, 2, 2), 1e-3), snr)
+    big = edge_effect(torch.full((3, 2, 2), 1.0), snr)
+    assert torch.all(small < 0.34) and torch.all(big > small) and torch.all(big < 1)
+    assert torch.allclose(edge_effect(torch.zeros(3, 2, 2), snr), torch.zeros(2, 2))
