@@ -9,7 +9,7 @@ import networkx as nx
 import numpy as np
 import torch
 
-from bayes_crl._errors import IdentifiabilityWarning, NotFittedError
+from bayes_crl._errors import DataWarning, IdentifiabilityWarning, NotFittedError
 from bayes_crl._validation import (BayesCRLValueError, check_array_2d, check_bool, check_env, check_option,
                                    check_random_state, check_scalar)
 from bayes_crl.infer import FitResult, encode, fit_svi
@@ -20,6 +20,7 @@ from bayes_crl.priors import PRIORS, EdgePrior, get_prior
 __all__ = ["LatentCausalModel"]
 
 _NAME = "LatentCausalModel"
+MIN_ROWS_PER_ENV = 20
 
 
 class LatentCausalModel:
@@ -185,6 +186,19 @@ class LatentCausalModel:
             if self.strict:
                 raise BayesCRLValueError(msg)
             warnings.warn(msg, IdentifiabilityWarning, stacklevel=2)
+        counts = np.bincount(codes, minlength=e)
+        if counts.min() < MIN_ROWS_PER_ENV:
+            few = [labels[k] for k in np.flatnonzero(counts < MIN_ROWS_PER_ENV)]
+            warnings.warn(f"Environments {few[:5]!r}{'...' if len(few) > 5 else ''} have fewer than "
+                          f"{MIN_ROWS_PER_ENV} rows (smallest: {counts.min()}); their noise parameters and strengths "
+                          "will be poorly determined. Merge or drop them if they are not distinct conditions.",
+                          DataWarning, stacklevel=2)
+        const = np.flatnonzero(x.std(0) == 0)
+        if len(const) == d:
+            raise BayesCRLValueError("The 'x' argument has only constant columns: there is nothing to learn.")
+        if len(const):
+            warnings.warn(f"Columns {const[:10].tolist()} of x are constant; they carry no information and are "
+                          "kept unscaled.", DataWarning, stacklevel=2)
         rng = check_random_state(self.random_state)
         seed = int(rng.integers(2**31 - 1))
         self.x_mean_ = x.mean(0) if self.standardize else np.zeros(d)

@@ -94,3 +94,18 @@ def test_persistent_nonfinite_loss_stops_with_a_clear_error(data):
     with pytest.raises(NonFiniteLossError, match=r"SVI stopped at step 4: 5 consecutive steps"):
         fit_svi(x, torch.tensor(data.env), n_latents=2, n_envs=6, prior=get_prior("laplace"),
                 noise=get_noise_family("gaussian"), num_steps=20, max_bad_steps=5, order_search=False)
+
+
+def test_small_environments_and_constant_columns_warn(data):
+    from bayes_crl import DataWarning
+
+    x = data.x.copy()
+    x[:, 3] = 1.5
+    with pytest.warns(DataWarning, match=r"Columns \[3\] of x are constant"):
+        LatentCausalModel(n_latents=2, **FAST).fit(x, env=data.env)
+    env = data.env.copy()
+    env[:5] = 99  # a 5-row environment
+    with pytest.warns(DataWarning, match=r"\[99\] have fewer than 20 rows \(smallest: 5\)"):
+        LatentCausalModel(n_latents=2, **FAST).fit(data.x, env=env)
+    with pytest.raises(BayesCRLValueError, match="only constant columns"):
+        LatentCausalModel(n_latents=2, **FAST).fit(np.ones_like(data.x), env=data.env)
