@@ -255,6 +255,26 @@ class LatentCausalModel:
         return to_networkx(self.edge_inclusion_, self.edge_weight_, names=self.latent_names_, threshold=threshold,
                            weight_draws=self._weight_draws)
 
+    def most_probable_graphs(self, k: int = 5, *, num_samples: int | None = None) -> list[tuple[nx.DiGraph, float]]:
+        """The ``k`` most probable graphs under the posterior draws, as ``(networkx.DiGraph, mass)`` pairs.
+
+        Edges carry ``probability`` (the marginal inclusion probability) and ``weight`` attributes.
+        """
+        self._check_fitted()
+        check_scalar(k, "k", Integral, "most_probable_graphs", min_val=1)
+        from bayes_crl.posterior import most_probable_graphs
+
+        out = []
+        for adj, mass in most_probable_graphs(self.result_, self._inclusion_context, k,
+                                              num_samples or self.num_posterior_samples):
+            g = to_networkx(np.where(adj > 0, np.maximum(self.edge_inclusion_, 1e-12), 0.0), self.edge_weight_,
+                            names=self.latent_names_, threshold=1e-12)
+            for u, v in g.edges:
+                j, i = self.latent_names_.index(u), self.latent_names_.index(v)
+                g.edges[u, v]["probability"] = float(self.edge_inclusion_[j, i])
+            out.append((g, mass))
+        return out
+
     def to_datatree(self, x=None, env=None, *, num_samples: int = 1000, seed: int = 0, **kw):
         """Posterior as an ArviZ ``xarray.DataTree`` (see :func:`bayes_crl.datatree.to_datatree`): groups
         ``posterior`` (dims chain, draw, env, parent, child, latent), ``fit`` (loss history) and, given

@@ -12,7 +12,8 @@ import torch
 
 from bayes_crl.infer import FitResult, encode
 
-__all__ = ["inclusion_context", "posterior_draws", "edge_inclusion", "credible_interval", "to_networkx"]
+__all__ = ["inclusion_context", "posterior_draws", "edge_inclusion", "most_probable_graphs", "credible_interval",
+           "to_networkx"]
 
 
 @torch.no_grad()
@@ -55,6 +56,25 @@ def edge_inclusion(result: FitResult, context: dict, num_samples: int = 1000, se
         d = result.global_guide.draws(num_samples)
     p = result.prior.inclusion(d, context) * result.net.mask
     return p.numpy()
+
+
+@torch.no_grad()
+def most_probable_graphs(result: FitResult, context: dict, k: int = 5, num_samples: int = 1000,
+                         seed: int = 0) -> list[tuple[np.ndarray, float]]:
+    """The ``k`` most frequent graphs among posterior draws, with their posterior mass.
+
+    Each draw of the global edge variables gives a graph through the prior's per-draw edge indicators;
+    the mass of a graph is the fraction of draws that give it (a Monte Carlo estimate; with a point-estimate
+    prior there is one graph with mass 1). Returns ``[(adjacency (l, l) int, mass), ...]``, most probable first.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        d = result.global_guide.draws(num_samples)
+    ind = (result.prior.indicators(d, context) & result.net.mask.bool()).numpy().astype(np.int8)
+    graphs, counts = np.unique(ind.reshape(num_samples, -1), axis=0, return_counts=True)
+    top = np.argsort(-counts, kind="stable")[:k]
+    l = ind.shape[-1]
+    return [(graphs[t].reshape(l, l).astype(int), float(counts[t] / num_samples)) for t in top]
 
 
 def credible_interval(draws: np.ndarray, prob: float = 0.9) -> tuple[np.ndarray, np.ndarray]:

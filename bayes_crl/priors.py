@@ -61,11 +61,6 @@ def edge_effect(w: torch.Tensor, snr_env: torch.Tensor) -> torch.Tensor:
     return (r / (1.0 + r)).mean(-3)
 
 
-def _effect_probability(w: torch.Tensor, snr_env: torch.Tensor, min_effect: float) -> torch.Tensor:
-    """Fraction of draws ``w`` (S, E, l, l) whose :func:`edge_effect` reaches ``min_effect`` -> (l, l)."""
-    return (edge_effect(w, snr_env) >= min_effect).to(torch.get_default_dtype()).mean(0)
-
-
 class EdgePrior:
     """Base class of edge priors."""
 
@@ -78,8 +73,13 @@ class EdgePrior:
     def sample(self, n_envs: int, mask: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
-    def inclusion(self, draws: dict[str, torch.Tensor], context: dict) -> torch.Tensor:  # pragma: no cover
+    def indicators(self, draws: dict[str, torch.Tensor], context: dict) -> torch.Tensor:  # pragma: no cover
+        """Per-draw edge indicators (S, l, l) bool, by the prior's definition of an included edge."""
         raise NotImplementedError
+
+    def inclusion(self, draws: dict[str, torch.Tensor], context: dict) -> torch.Tensor:
+        """Edge inclusion probabilities (l, l): the mean over draws of :meth:`indicators`."""
+        return self.indicators(draws, context).to(torch.get_default_dtype()).mean(0)
 
     @staticmethod
     def _weight_from(draws: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -135,8 +135,8 @@ class Horseshoe(EdgePrior):
 
     min_effect: float = 0.05
 
-    def inclusion(self, draws, context):
-        return _effect_probability(self.weights(draws), context["snr_env"], self.min_effect)
+    def indicators(self, draws, context):
+        return edge_effect(self.weights(draws), context["snr_env"]) >= self.min_effect
 
     def shrinkage(self, draws, context):
         """Posterior mean edge-level shrinkage factor ``kappa = 1 / (1 + n_u tau^2 lam_reg^2 snr)`` (l, l)."""
@@ -177,8 +177,8 @@ class SpikeAndSlab(EdgePrior):
         w = pyro.sample("edge_weight", dist.Normal(torch.zeros(n_envs, l, l), self.slab_scale).mask(m3).to_event(3))
         return w * torch.sigmoid(logit) * mask
 
-    def inclusion(self, draws, context):
-        return (draws["edge_gate_logit"] > 0).to(torch.get_default_dtype()).mean(0)
+    def indicators(self, draws, context):
+        return draws["edge_gate_logit"] > 0
 
 
 @dataclass(frozen=True)
@@ -208,8 +208,8 @@ class LaplacePrior(EdgePrior):
         w = pyro.sample("edge_weight", self._dist(n_envs, l).mask(m3).to_event(3))
         return w * mask
 
-    def inclusion(self, draws, context):
-        return _effect_probability(draws["edge_weight"], context["snr_env"], self.min_effect)
+    def indicators(self, draws, context):
+        return edge_effect(draws["edge_weight"], context["snr_env"]) >= self.min_effect
 
 
 @dataclass(frozen=True)

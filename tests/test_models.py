@@ -127,3 +127,17 @@ def test_edge_effect_is_bounded_and_monotone():
     big = edge_effect(torch.full((3, 2, 2), 1.0), snr)
     assert torch.all(small < 0.34) and torch.all(big > small) and torch.all(big < 1)
     assert torch.allclose(edge_effect(torch.zeros(3, 2, 2), snr), torch.zeros(2, 2))
+
+
+def test_most_probable_graphs_masses():
+    d = simulate_latent_anm(n_latents=3, n_envs=7, n_per_env=40, n_obs_dims=4, random_state=0)
+    m = LatentCausalModel(n_latents=3, edge_prior="spike_slab", num_steps=4, n_restarts=1, random_state=0,
+                          num_posterior_samples=200).fit(d.x, env=d.env)
+    graphs = m.most_probable_graphs(k=3)
+    masses = [w for _, w in graphs]
+    assert 1 <= len(graphs) <= 3 and masses == sorted(masses, reverse=True) and 0 < sum(masses) <= 1 + 1e-9
+    # with relaxed gates starting at p = 1/2 the draws spread over several graphs
+    assert masses[0] < 1.0
+    for g, _ in graphs:
+        assert set(g.nodes) == {"z0", "z1", "z2"}
+        assert all(0 <= a["probability"] <= 1 for *_, a in g.edges(data=True))
