@@ -31,3 +31,13 @@ def test_null_no_latent_edges_gives_low_edge_probabilities():
     m = LatentCausalModel(n_latents=3, random_state=0, num_steps=3000).fit(d.x, env=d.env)
     allowed = np.triu(np.ones((3, 3)), 1).astype(bool)
     assert m.edge_inclusion_[allowed].mean() <= 0.35
+
+
+def test_many_environments_and_latents_fit_without_nonfinite_losses():
+    """200 environments and 10 latents: every step finite (none rejected), outputs well formed."""
+    d = simulate_latent_anm(n_latents=10, n_envs=200, n_per_env=30, n_obs_dims=12, graph="random",
+                            mechanism="nonlinear", random_state=0)
+    m = LatentCausalModel(n_latents=10, num_steps=300, n_restarts=1, random_state=0,
+                          num_posterior_samples=100).fit(d.x, env=d.env)
+    assert np.isfinite(m.loss_).all() and m.result_.n_rejected == 0
+    assert m.edge_inclusion_.shape == (10, 10) and m.edge_weight_.shape == (200, 10, 10)
