@@ -27,6 +27,9 @@ from bayes_crl.priors import EdgePrior, LaplacePrior
 __all__ = ["FitResult", "fit_svi", "NonFiniteLossError", "encode"]
 
 
+MAX_SEARCH_ROWS = 100_000
+
+
 class NonFiniteLossError(FloatingPointError):
     """Too many consecutive SVI steps gave a non-finite loss or gradient."""
 
@@ -268,16 +271,25 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
             if callback is not None and loss_store is not None and step % 100 == 0:
                 callback(step, run.net, run.gg, loss_store[step])
 
+    # Order search and least-squares restarts use at most MAX_SEARCH_ROWS rows (a fixed random subset), so
+    # their memory does not grow with N.
+    if n > MAX_SEARCH_ROWS:
+        sel = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))[:MAX_SEARCH_ROWS]
+        xs, es = x[sel], env[sel]
+    else:
+        xs, es = x, env
+    es_np = es.numpy()
+
     def _search_and_permute(run: _Run, order: tuple, tables: np.ndarray | None = None) -> tuple:
-        z = encode(run.net, x, env).numpy()
+        z = encode(run.net, xs, es).numpy()
         if tables is not None:
             from bayes_crl.order import best_order_from_scores
 
             new_order = best_order_from_scores(tables)[0]
         elif callable(order_search):
-            new_order = list(order_search(z, env.numpy()))
+            new_order = list(order_search(z, es_np))
         elif n_latents <= 12:
-            new_order = best_order(z, env.numpy(), noise=noise.name)[0]
+            new_order = best_order(z, es_np, noise=noise.name)[0]
         else:
             new_order = list(range(n_latents))
         if new_order == list(range(n_latents)):
@@ -287,7 +299,7 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
 
     def _restart_prior(run: _Run, prior: EdgePrior) -> None:
         run.gg = GlobalGuide(prior, n_envs, n_latents)
-        run.gg.init_from_weights(_regression_init(run.net, encode(run.net, x, env), env))
+        run.gg.init_from_weights(_regression_init(run.net, encode(run.net, xs, es), es))
         run.params = list(run.net.parameters()) + list(run.gg.parameters())
         run.opt = torch.optim.Adam(run.params, lr=run.opt.param_groups[0]["lr"])
 
@@ -341,11 +353,11 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
                     from bayes_crl.metrics import match_latents
                     from bayes_crl.order import align_scores, local_scores
 
-                    zs_full = [encode(rr.net, x, env).numpy() for rr in runs]
+                    zs_full = [encode(rr.net, xs, es).numpy() for rr in runs]
                     tables = np.zeros((n_latents, 2**n_latents))
                     for zr in zs_full:
                         perm = match_latents(zs_full[best], zr)[0]
-                        tables += align_scores(local_scores(zr, env.numpy(), noise=noise.name), np.asarray(perm))
+                        tables += align_scores(local_scores(zr, es_np, noise=noise.name), np.asarray(perm))
             else:
                 best = 0
             run, losses = runs[best], stores[best]

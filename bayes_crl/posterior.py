@@ -24,12 +24,15 @@ def inclusion_context(result: FitResult, x: torch.Tensor, env: torch.Tensor) -> 
     ``Var(phi_ji(z_j) | u) / scale_i(u)^2``, and ``snr`` (l, l) its mean over environments.
     """
     net = result.net
-    z = encode(net, x, env)
-    feats = net.features(z)  # (N, l, l)
-    e = net.n_envs
-    counts = torch.bincount(env, minlength=e).clamp(min=1).to(z.dtype)
-    mean = torch.zeros(e, *feats.shape[1:]).index_add_(0, env, feats) / counts[:, None, None]
-    sq = torch.zeros(e, *feats.shape[1:]).index_add_(0, env, feats**2) / counts[:, None, None]
+    e, l = net.n_envs, net.n_latents
+    s1 = torch.zeros(e, l, l)
+    s2 = torch.zeros(e, l, l)
+    for i in range(0, len(x), 65536):  # chunked: memory does not grow with N
+        feats = net.features(encode(net, x[i:i + 65536], env[i:i + 65536]))  # (B, l, l)
+        s1.index_add_(0, env[i:i + 65536], feats)
+        s2.index_add_(0, env[i:i + 65536], feats**2)
+    counts = torch.bincount(env, minlength=e).clamp(min=1).to(s1.dtype)
+    mean, sq = s1 / counts[:, None, None], s2 / counts[:, None, None]
     var = (sq - mean**2).clamp(min=0)  # (E, l, l)
     scale2 = net.noise_scale() ** 2  # (E, l)
     snr_env = var / scale2[:, None, :]

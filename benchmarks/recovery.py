@@ -29,7 +29,7 @@ SUITES = {
         ("chain3-gamma", dict(n_latents=3, graph="chain", noise="gamma"), {}, range(2)),
         ("chain3-linear", dict(n_latents=3, graph="chain", noise="gaussian", mechanism="linear"), {}, range(2)),
         ("chain3-gauss/spike_slab", dict(n_latents=3, graph="chain", noise="gaussian"), {"edge_prior": "spike_slab"},
-         range(2)),
+         range(5)),
         ("chain3-gauss/laplace", dict(n_latents=3, graph="chain", noise="gaussian"), {"edge_prior": "laplace"},
          range(2)),
         ("chain3-gauss/none", dict(n_latents=3, graph="chain", noise="gaussian"), {"edge_prior": "none"}, range(2)),
