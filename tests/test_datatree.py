@@ -23,7 +23,7 @@ def data():
 @pytest.fixture(scope="module")
 def model(data):
     torch.set_num_threads(1)
-    return LatentCausalModel(n_latents=L, num_steps=30, random_state=0, num_posterior_samples=100).fit(
+    return LatentCausalModel(n_latents=L, edge_prior="horseshoe", num_steps=30, random_state=0, num_posterior_samples=100).fit(
         data.x, env=LABELS[data.env])
 
 
