@@ -30,6 +30,7 @@ __all__ = [
     "check_env",
     "check_option",
     "check_random_state",
+    "check_seen_inputs",
     "check_scalar",
     "find_cycle",
     "topological_order",
@@ -505,3 +506,25 @@ def check_adjacency(a: Any, n: int | None = None, name: str = "adjacency") -> np
             f"its edges."
         )
     return out
+
+
+def check_seen_inputs(x: Any, env: Any, env_labels: Sequence[Hashable],
+                      n_features_in: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validate ``x``/``env`` for a fitted estimator and map the labels to the codes seen in fit.
+
+    Returns ``x`` (N, d) float64 and ``codes`` (N,) int64 indexing ``env_labels``. Raises
+    :class:`BayesCRLValueError` for unseen labels or a different number of columns.
+    """
+    x = check_array_2d(x, "x")
+    codes_new, labels_new = check_env(env, x.shape[0], "env")
+    lookup = {lab: k for k, lab in enumerate(env_labels)}
+    unknown = [lab for lab in labels_new if lab not in lookup]
+    if unknown:
+        raise BayesCRLValueError(
+            f"The 'env' argument holds labels not seen in fit: {unknown[:5]!r}. Expected labels among "
+            f"{list(env_labels)[:10]!r}{'...' if len(env_labels) > 10 else ''}.")
+    if x.shape[1] != n_features_in:
+        raise BayesCRLValueError(f"The 'x' argument has {x.shape[1]} columns; this model was fitted on "
+                                 f"{n_features_in}.")
+    return x, np.asarray([lookup[labels_new[c]] for c in codes_new], dtype=np.int64)
+

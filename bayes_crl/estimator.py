@@ -11,7 +11,7 @@ import torch
 
 from bayes_crl._errors import DataWarning, IdentifiabilityWarning, NotFittedError
 from bayes_crl._validation import (BayesCRLValueError, check_array_2d, check_bool, check_env, check_option,
-                                   check_random_state, check_scalar)
+                                   check_random_state, check_scalar, check_seen_inputs)
 from bayes_crl.infer import FitResult, encode, fit_svi
 from bayes_crl.noise import NOISE_FAMILIES, get_noise_family
 from bayes_crl.posterior import edge_inclusion, inclusion_context, posterior_draws, to_networkx
@@ -131,21 +131,11 @@ class LatentCausalModel:
                                  "before using this estimator.")
 
     def _prepare(self, x, env, fitting: bool):
-        x = check_array_2d(x, "x")
         if fitting:
+            x = check_array_2d(x, "x")
             codes, labels = check_env(env, x.shape[0], "env")
             return x, codes, labels
-        codes_new, labels_new = check_env(env, x.shape[0], "env")
-        lookup = {lab: k for k, lab in enumerate(self.env_labels_)}
-        unknown = [lab for lab in labels_new if lab not in lookup]
-        if unknown:
-            raise BayesCRLValueError(
-                f"The 'env' argument holds labels not seen in fit: {unknown[:5]!r}. Expected labels among "
-                f"{self.env_labels_[:10]!r}{'...' if len(self.env_labels_) > 10 else ''}.")
-        if x.shape[1] != self.n_features_in_:
-            raise BayesCRLValueError(f"The 'x' argument has {x.shape[1]} columns; this model was fitted on "
-                                     f"{self.n_features_in_}.")
-        codes = np.asarray([lookup[labels_new[c]] for c in codes_new], dtype=np.int64)
+        x, codes = check_seen_inputs(x, env, self.env_labels_, self.n_features_in_)
         return x, codes, None
 
     def _scale(self, x: np.ndarray) -> torch.Tensor:

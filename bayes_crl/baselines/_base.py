@@ -26,7 +26,7 @@ from torch import nn
 
 from bayes_crl._errors import NotFittedError
 from bayes_crl._validation import (BayesCRLValueError, check_array_2d, check_bool, check_env, check_random_state,
-                                   check_scalar)
+                                   check_scalar, check_seen_inputs)
 from bayes_crl.infer import NonFiniteLossError
 
 __all__ = ["BaselineEstimator", "gaussian_nll", "gaussian_kl"]
@@ -112,19 +112,7 @@ class BaselineEstimator:
 
     def _prepare(self, x: Any, env: Any) -> tuple[np.ndarray, np.ndarray]:
         """Validate ``x``/``env`` at transform time and map the labels to the codes seen in fit."""
-        x = check_array_2d(x, "x")
-        codes_new, labels_new = check_env(env, x.shape[0], "env")
-        lookup = {lab: k for k, lab in enumerate(self.env_labels_)}
-        unknown = [lab for lab in labels_new if lab not in lookup]
-        if unknown:
-            raise BayesCRLValueError(
-                f"The 'env' argument holds labels not seen in fit: {unknown[:5]!r}. Expected labels among "
-                f"{self.env_labels_[:10]!r}{'...' if len(self.env_labels_) > 10 else ''}.")
-        if x.shape[1] != self.n_features_in_:
-            raise BayesCRLValueError(f"The 'x' argument has {x.shape[1]} columns; this model was fitted on "
-                                     f"{self.n_features_in_}.")
-        codes = np.asarray([lookup[labels_new[c]] for c in codes_new], dtype=np.int64)
-        return x, codes
+        return check_seen_inputs(x, env, self.env_labels_, self.n_features_in_)
 
     def _scale(self, x: np.ndarray) -> torch.Tensor:
         return torch.as_tensor((x - self.x_mean_) / self.x_scale_, dtype=torch.float32)
