@@ -124,10 +124,10 @@ class _Run:
     """Mutable state of one SVI run (one initialisation)."""
 
     def __init__(self, x, env, *, n_latents, n_envs, prior, hidden, nonlinear, lr, seed, encoder_env=True,
-                 min_obs_scale=0.0):
+                 min_obs_scale=0.0, latent_map="triangular"):
         torch.manual_seed(seed)
         self.net = LatentCausalNet(x.shape[1], n_envs, n_latents, hidden=hidden, nonlinear=nonlinear,
-                                   encoder_env=encoder_env, min_obs_scale=min_obs_scale)
+                                   encoder_env=encoder_env, min_obs_scale=min_obs_scale, latent_map=latent_map)
         self.gg = GlobalGuide(prior, n_envs, n_latents)
         self.params = list(self.net.parameters()) + list(self.gg.parameters())
         self.opt = torch.optim.Adam(self.params, lr=lr)
@@ -151,7 +151,7 @@ def _agreement(zs: list[np.ndarray]) -> np.ndarray:
 def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, prior: EdgePrior,
             noise: NoiseFamily, num_steps: int = 3000, batch_size: int = 256, lr: float = 3e-3,
             warmup_frac: float = 0.3, recheck_frac: float = 0.6, order_search=True, nonlinear: bool = True, hidden: int = 64,
-            n_restarts: int = 1, encoder_env: bool = True, min_obs_scale: float = 0.0, seed: int = 0, max_bad_steps: int = 50, progress: bool = False,
+            n_restarts: int = 1, encoder_env: bool = True, min_obs_scale: float = 0.0, latent_map: str = "triangular", unmix: bool = True, seed: int = 0, max_bad_steps: int = 50, progress: bool = False,
             callback=None, checkpoint_dir: str | None = None, checkpoint_every: int = 500,
             resume: bool = False) -> FitResult:
     """Fit the model by minibatch SVI.
@@ -180,6 +180,11 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
         Independent warm-ups from different initialisations. The run whose latents agree best with the
         others' (mean matched correlation) is kept: identified solutions are reproducible up to permutation
         and scaling, while the ELBO does not single them out. Costs ``n_restarts * warmup`` extra steps.
+    unmix : bool
+        After the warm-ups, re-express each run's latents in the linear coordinates with the sparsest
+        per-environment partial correlations (:func:`bayes_crl.unmix.sparse_unmixing`) and keep the run
+        whose coordinates are sparsest (instead of the most agreeing one). The ELBO is nearly flat along
+        linear maps of the latents; this sparsity is what identifies them.
     encoder_env : bool
         Whether the encoder sees the environment (``q(z | x, u)``) or only ``x`` (``q(z | x)``).
     min_obs_scale : float
@@ -204,7 +209,7 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
     """
     n, d = x.shape
     mk = dict(n_latents=n_latents, n_envs=n_envs, prior=prior, hidden=hidden, nonlinear=nonlinear, lr=lr,
-              encoder_env=encoder_env, min_obs_scale=min_obs_scale)
+              encoder_env=encoder_env, min_obs_scale=min_obs_scale, latent_map=latent_map)
     # Warm-ups use the paper's point-estimate L1 prior whatever the final prior: with variational strengths
     # the early fit collapses towards independent (noise-like) latents and loses the graph.
     warm_prior = LaplacePrior()
@@ -310,7 +315,7 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
             config = {"n": n, "d": d, "n_latents": n_latents, "n_envs": n_envs, "num_steps": num_steps,
                       "batch_size": batch_size, "lr": lr, "seed": seed, "warm": warm, "prior": repr(prior),
                       "noise": noise.name, "hidden": hidden, "nonlinear": nonlinear, "n_restarts": n_restarts,
-                      "order_search": bool(order_search), "recheck_frac": recheck_frac, "data_sha256": _fingerprint(x, env)}
+                      "order_search": bool(order_search), "recheck_frac": recheck_frac, "unmix": unmix, "data_sha256": _fingerprint(x, env)}
         elif resume:
             raise ValueError("resume=True needs checkpoint_dir")
         start = warm
@@ -341,11 +346,21 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
                 runs.append(rr)
                 stores.append(store)
             tables = None
+            unmix_loss = None
+            if unmix and warm and n_latents > 1:
+                from bayes_crl.unmix import sparse_unmixing
+
+                unmix_loss = []
+                for rr in runs:
+                    a, b, ul = sparse_unmixing(encode(rr.net, xs, es).numpy(), es_np, seed=seed)
+                    rr.net.apply_linear_map(torch.as_tensor(a, dtype=x.dtype), torch.as_tensor(b, dtype=x.dtype))
+                    unmix_loss.append(ul)
+                history["unmix_loss"] = unmix_loss
             if n_restarts > 1:
                 sub = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:5000]
                 zs = [encode(rr.net, x[sub], env[sub]).numpy() for rr in runs]
                 agree = _agreement(zs)
-                best = int(np.argmax(agree))
+                best = int(np.argmax(agree)) if unmix_loss is None else int(np.argmin(unmix_loss))
                 history["restart_agreement"] = agree.tolist()
                 history["restart_selected"] = best
                 if order_search is True and n_latents <= 8:
@@ -369,7 +384,17 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
         second = int(recheck_frac * num_steps) if (order_search and n_latents > 1 and warm > 0) else num_steps
         if start < second < num_steps:
             run_steps(run, range(start, second), True, losses)
+            reidentified = False
+            if unmix:
+                from bayes_crl.unmix import sparse_unmixing
+
+                a, b, ul = sparse_unmixing(encode(run.net, xs, es).numpy(), es_np, seed=seed)
+                run.net.apply_linear_map(torch.as_tensor(a, dtype=x.dtype), torch.as_tensor(b, dtype=x.dtype))
+                history["unmix_loss_recheck"] = ul
+                reidentified = True
             new = _search_and_permute(run, order)
+            if reidentified and new == order:
+                _restart_prior(run, prior)
             if new != order:
                 order = new
                 history["order_changed_at"] = second
