@@ -30,6 +30,8 @@ SUITES = {
         ("chain3-linear", dict(n_latents=3, graph="chain", noise="gaussian", mechanism="linear"), {}, range(2)),
         ("chain3-gauss/spike_slab", dict(n_latents=3, graph="chain", noise="gaussian"), {"edge_prior": "spike_slab"},
          range(5)),
+        ("chain3-gauss/horseshoe", dict(n_latents=3, graph="chain", noise="gaussian"), {"edge_prior": "horseshoe"},
+         range(5)),
         ("chain3-gauss/laplace", dict(n_latents=3, graph="chain", noise="gaussian"), {"edge_prior": "laplace"},
          range(2)),
         ("chain3-gauss/none", dict(n_latents=3, graph="chain", noise="gaussian"), {"edge_prior": "none"}, range(2)),
@@ -63,7 +65,7 @@ def run_one(job):
     probs = metrics.align_graph(m.edge_inclusion_, perm)
     corr = metrics.per_latent_correlation(data.z, z_hat)
     return {
-        "setting": name, "seed": seed, "prior": mk.get("edge_prior", "horseshoe"), "sim": sk, "model": mk,
+        "setting": name, "seed": seed, "prior": mk.get("edge_prior", LatentCausalModel().edge_prior), "sim": sk, "model": mk,
         "mpc": float(score), "per_latent": [float(c) for c in corr], "shd": float(metrics.shd(data.adjacency, probs,
                                                                                                    threshold=0.5)),
         "auroc": float(metrics.edge_auroc(data.adjacency, probs)), "brier": float(metrics.brier(data.adjacency, probs)),
