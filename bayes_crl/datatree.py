@@ -193,8 +193,8 @@ def _log_likelihood(net, noise, weights: torch.Tensor, x: torch.Tensor, env: tor
     loc, scale = net.encoder(x, env)  # (N, l)
     eps = torch.randn((k, *loc.shape), generator=generator, dtype=loc.dtype)
     r = loc + scale * eps  # (K, N, l) encoder coordinates
-    z = r @ net.shift_matrix()  # log q(z) = log N(r; loc, scale) - log |det M|
-    log_q = torch.distributions.Normal(loc, scale).log_prob(r).sum(-1) - net.log_abs_det()  # (K, N)
+    z = r @ net.shift_matrix()  # |det M| = 1, so log q(z) = log N(r; loc, scale)
+    log_q = torch.distributions.Normal(loc, scale).log_prob(r).sum(-1)  # (K, N)
     f = net.decode(z)
     log_px = torch.distributions.Normal(f, net.obs_scale()).log_prob(x).sum(-1)  # (K, N)
     feats = net.features(z)  # (K, N, l, l)

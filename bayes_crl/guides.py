@@ -34,10 +34,9 @@ class ShiftedNormal(TorchDistribution):
     support = constraints.real_vector
     has_rsample = True
 
-    def __init__(self, loc, scale, m, validate_args=None, full: bool = False):
+    def __init__(self, loc, scale, m, validate_args=None):
         self.base = dist.Normal(loc, scale)
         self.m = m
-        self.full = full
         super().__init__(loc.shape[:-1], loc.shape[-1:], validate_args=False)
 
     def rsample(self, sample_shape=torch.Size()):
@@ -45,9 +44,6 @@ class ShiftedNormal(TorchDistribution):
 
     def log_prob(self, z):
         flat = z.reshape(-1, z.shape[-1])
-        if self.full:
-            r = torch.linalg.solve(self.m, flat, left=False).reshape(z.shape)
-            return self.base.log_prob(r).sum(-1) - torch.linalg.slogdet(self.m)[1]
         r = torch.linalg.solve_triangular(self.m, flat, upper=True, left=False).reshape(z.shape)
         return self.base.log_prob(r).sum(-1)
 
@@ -135,4 +131,4 @@ def latent_causal_guide(x: torch.Tensor, env: torch.Tensor, *, net: LatentCausal
     n_total = b if n_total is None else n_total
     with pyro.plate(OBS_PLATE, n_total, subsample=subsample if subsample is not None else torch.arange(b)):
         loc, scale = net.encoder(x, env)
-        return pyro.sample(SITE_Z, ShiftedNormal(loc, scale, net.shift_matrix(), full=net.latent_map == "full"))
+        return pyro.sample(SITE_Z, ShiftedNormal(loc, scale, net.shift_matrix()))

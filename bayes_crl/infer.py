@@ -124,10 +124,10 @@ class _Run:
     """Mutable state of one SVI run (one initialisation)."""
 
     def __init__(self, x, env, *, n_latents, n_envs, prior, hidden, nonlinear, lr, seed, encoder_env=True,
-                 min_obs_scale=0.0, latent_map="triangular"):
+                 min_obs_scale=0.0):
         torch.manual_seed(seed)
         self.net = LatentCausalNet(x.shape[1], n_envs, n_latents, hidden=hidden, nonlinear=nonlinear,
-                                   encoder_env=encoder_env, min_obs_scale=min_obs_scale, latent_map=latent_map)
+                                   encoder_env=encoder_env, min_obs_scale=min_obs_scale)
         self.gg = GlobalGuide(prior, n_envs, n_latents)
         self.params = list(self.net.parameters()) + list(self.gg.parameters())
         self.opt = torch.optim.Adam(self.params, lr=lr)
@@ -151,7 +151,7 @@ def _agreement(zs: list[np.ndarray]) -> np.ndarray:
 def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, prior: EdgePrior,
             noise: NoiseFamily, num_steps: int = 3000, batch_size: int = 256, lr: float = 3e-3,
             warmup_frac: float = 0.3, recheck_frac: float = 0.6, order_search=True, nonlinear: bool = True, hidden: int = 64,
-            n_restarts: int = 1, encoder_env: bool = True, min_obs_scale: float = 0.0, latent_map: str = "triangular", unmix: bool = True, seed: int = 0, max_bad_steps: int = 50, progress: bool = False,
+            n_restarts: int = 1, encoder_env: bool = True, min_obs_scale: float = 0.0, unmix: bool = True, seed: int = 0, max_bad_steps: int = 50, progress: bool = False,
             callback=None, checkpoint_dir: str | None = None, checkpoint_every: int = 500,
             resume: bool = False) -> FitResult:
     """Fit the model by minibatch SVI.
@@ -177,14 +177,15 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
         Whether to search the causal order after the warm-up; a callable ``(z (N, l), env (N,)) -> order``
         replaces the built-in search (for experiments).
     n_restarts : int
-        Independent warm-ups from different initialisations. The run whose latents agree best with the
-        others' (mean matched correlation) is kept: identified solutions are reproducible up to permutation
-        and scaling, while the ELBO does not single them out. Costs ``n_restarts * warmup`` extra steps.
+        Independent warm-ups from different initialisations. With ``unmix`` the run whose identified
+        coordinates are sparsest is kept, otherwise the run whose latents agree best with the others' (mean
+        matched correlation); the ELBO does not single out good runs. Costs ``n_restarts * warmup`` extra steps.
     unmix : bool
         After the warm-ups, re-express each run's latents in the linear coordinates with the sparsest
         per-environment partial correlations (:func:`bayes_crl.unmix.sparse_unmixing`) and keep the run
-        whose coordinates are sparsest (instead of the most agreeing one). The ELBO is nearly flat along
-        linear maps of the latents; this sparsity is what identifies them.
+        whose coordinates are sparsest (instead of the most agreeing one); again at ``recheck_frac`` when the
+        order is rechecked. The ELBO is nearly flat along linear maps of the latents; this sparsity is what
+        identifies them.
     encoder_env : bool
         Whether the encoder sees the environment (``q(z | x, u)``) or only ``x`` (``q(z | x)``).
     min_obs_scale : float
@@ -209,7 +210,7 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
     """
     n, d = x.shape
     mk = dict(n_latents=n_latents, n_envs=n_envs, prior=prior, hidden=hidden, nonlinear=nonlinear, lr=lr,
-              encoder_env=encoder_env, min_obs_scale=min_obs_scale, latent_map=latent_map)
+              encoder_env=encoder_env, min_obs_scale=min_obs_scale)
     # Warm-ups use the paper's point-estimate L1 prior whatever the final prior: with variational strengths
     # the early fit collapses towards independent (noise-like) latents and loses the graph.
     warm_prior = LaplacePrior()
@@ -302,6 +303,13 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
         run.net.permute_latents(torch.as_tensor(new_order))
         return tuple(order[k] for k in new_order)
 
+    def _identify(run: _Run) -> float:
+        from bayes_crl.unmix import sparse_unmixing
+
+        a, b, loss = sparse_unmixing(encode(run.net, xs, es).numpy(), es_np, seed=seed)
+        run.net.apply_linear_map(torch.as_tensor(a, dtype=x.dtype), torch.as_tensor(b, dtype=x.dtype))
+        return loss
+
     def _restart_prior(run: _Run, prior: EdgePrior) -> None:
         run.gg = GlobalGuide(prior, n_envs, n_latents)
         run.gg.init_from_weights(_regression_init(run.net, encode(run.net, xs, es), es))
@@ -348,13 +356,7 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
             tables = None
             unmix_loss = None
             if unmix and warm and n_latents > 1:
-                from bayes_crl.unmix import sparse_unmixing
-
-                unmix_loss = []
-                for rr in runs:
-                    a, b, ul = sparse_unmixing(encode(rr.net, xs, es).numpy(), es_np, seed=seed)
-                    rr.net.apply_linear_map(torch.as_tensor(a, dtype=x.dtype), torch.as_tensor(b, dtype=x.dtype))
-                    unmix_loss.append(ul)
+                unmix_loss = [_identify(rr) for rr in runs]
                 history["unmix_loss"] = unmix_loss
             if n_restarts > 1:
                 sub = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:5000]
@@ -384,16 +386,10 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
         second = int(recheck_frac * num_steps) if (order_search and n_latents > 1 and warm > 0) else num_steps
         if start < second < num_steps:
             run_steps(run, range(start, second), True, losses)
-            reidentified = False
             if unmix:
-                from bayes_crl.unmix import sparse_unmixing
-
-                a, b, ul = sparse_unmixing(encode(run.net, xs, es).numpy(), es_np, seed=seed)
-                run.net.apply_linear_map(torch.as_tensor(a, dtype=x.dtype), torch.as_tensor(b, dtype=x.dtype))
-                history["unmix_loss_recheck"] = ul
-                reidentified = True
+                history["unmix_loss_recheck"] = _identify(run)
             new = _search_and_permute(run, order)
-            if reidentified and new == order:
+            if unmix and new == order:  # new coordinates: restart the edge posterior from least squares
                 _restart_prior(run, prior)
             if new != order:
                 order = new

@@ -89,9 +89,8 @@ class LatentCausalNet(nn.Module):
 
     def __init__(self, n_obs_dims: int, n_envs: int, n_latents: int, *, hidden: int = 64, n_layers: int = 3,
                  nonlinear: bool = True, likelihood: str = "normal", encoder_env: bool = True,
-                 min_obs_scale: float = 0.0, latent_map: str = "triangular"):
+                 min_obs_scale: float = 0.0):
         super().__init__()
-        self.latent_map = latent_map
         self.min_obs_scale = min_obs_scale
         self.n_obs_dims, self.n_envs, self.n_latents = n_obs_dims, n_envs, n_latents
         self.likelihood = likelihood
@@ -109,23 +108,12 @@ class LatentCausalNet(nn.Module):
 
     def shift_matrix(self) -> torch.Tensor:
         """``M = I + C`` (l, l), unit upper triangular: ``z = r M``."""
-        if self.latent_map == "full":
-            return torch.eye(self.n_latents) + self.shift
         return torch.eye(self.n_latents) + self.shift * self.mask
-
-    def log_abs_det(self) -> torch.Tensor:
-        """``log |det M|`` (0 for the unit-triangular map)."""
-        if self.latent_map == "full":
-            return torch.linalg.slogdet(self.shift_matrix())[1]
-        return torch.zeros(())
 
     def to_coords(self, z: torch.Tensor) -> torch.Tensor:
         """Decoder coordinates ``r = z M^{-1}`` of latents ``z`` (..., l)."""
         m = self.shift_matrix()
-        flat = z.reshape(-1, z.shape[-1])
-        if self.latent_map == "full":
-            return torch.linalg.solve(m, flat, left=False).reshape(z.shape)
-        return torch.linalg.solve_triangular(m, flat, upper=True, left=False).reshape(z.shape)
+        return torch.linalg.solve_triangular(m, z.reshape(-1, z.shape[-1]), upper=True, left=False).reshape(z.shape)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Mixing ``f(z)`` (..., d)."""
@@ -136,23 +124,8 @@ class LatentCausalNet(nn.Module):
         return self.encoder(x, env)[0] @ self.shift_matrix()
 
     @torch.no_grad()
-    def fold_shift(self) -> None:
-        """Absorb the shift into the encoder's last and the decoder's first layer and reset it to zero."""
-        m = self.shift_matrix()
-        last = self.encoder.net[-1]
-        l = self.n_latents
-        last.weight[:l] = m.T @ last.weight[:l]
-        last.bias[:l] = last.bias[:l] @ m
-        first = self.decoder.net[0]
-        first.weight.copy_(first.weight @ torch.linalg.inv(m).T)
-        self.shift.zero_()
-
-    @torch.no_grad()
-    def apply_linear_map(self, a: torch.Tensor, b: torch.Tensor) -> None:
-        """Re-express the latents as ``z' = z a + b`` ((l, l) invertible, (l,)) without changing what the
-        encoder/decoder compute: the map is folded into the encoder's last and the decoder's first layer.
-        Mechanism features are reset (the noise and edge parameters must be re-initialised by the caller)."""
-        self.fold_shift()
+    def _fold(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        """Fold ``z' = z a + b`` into the encoder's last and the decoder's first layer."""
         l = self.n_latents
         last = self.encoder.net[-1]
         last.weight[:l] = a.T @ last.weight[:l]
@@ -162,6 +135,20 @@ class LatentCausalNet(nn.Module):
         w = first.weight.clone()
         first.weight.copy_(w @ a_inv.T)
         first.bias.copy_(first.bias - b @ a_inv @ w.T)
+
+    @torch.no_grad()
+    def fold_shift(self) -> None:
+        """Absorb the shift into the encoder's last and the decoder's first layer and reset it to zero."""
+        self._fold(self.shift_matrix(), torch.zeros(self.n_latents))
+        self.shift.zero_()
+
+    @torch.no_grad()
+    def apply_linear_map(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        """Re-express the latents as ``z' = z a + b`` ((l, l) invertible, (l,)) without changing what the
+        encoder/decoder compute. Mechanism features are reset (the noise and edge parameters must be
+        re-initialised by the caller)."""
+        self.fold_shift()
+        self._fold(a, b)
         self.features.reset()
 
     def noise_scale(self) -> torch.Tensor:
