@@ -558,7 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("data", help="a .npz file (from 'bayes-crl simulate', or with arrays x and env) or a .csv file")
     f.add_argument("--env-column", default="env", help="environment column (csv) or key (npz) (default env)")
     f.add_argument("--latents", type=_positive_int, default=3, help="number of latents (default 3)")
-    f.add_argument("--prior", choices=sorted(PRIORS), default="spike_slab", help="edge prior (default spike_slab)")
+    f.add_argument("--prior", choices=sorted(PRIORS), default="horseshoe", help="edge prior (default horseshoe)")
     f.add_argument("--noise", choices=sorted(NOISE_FAMILIES), default="gaussian",
                    help="latent noise family (default gaussian)")
     f.add_argument("--mechanism", choices=["nonlinear", "linear"], default="nonlinear",

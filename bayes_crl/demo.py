@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latents", type=int, default=3)
     p.add_argument("--envs", type=int, default=30)
     p.add_argument("--rows-per-env", type=int, default=1000)
-    p.add_argument("--prior", default="spike_slab")
+    p.add_argument("--prior", default="horseshoe")
     p.add_argument("--steps", type=int, default=None, help="SVI steps (default: the estimator's default)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)

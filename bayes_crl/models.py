@@ -178,7 +178,7 @@ class LatentCausalNet(nn.Module):
 
 def latent_causal_model(x: torch.Tensor | None, env: torch.Tensor, *, net: LatentCausalNet, prior: EdgePrior,
                         noise: NoiseFamily, n_total: int | None = None, subsample: torch.Tensor | None = None,
-                        **_guide_only):
+                        latent_only: bool = False, **_guide_only):
     """Pyro model of the Bayesian latent causal model.
 
     Parameters
@@ -195,6 +195,11 @@ def latent_causal_model(x: torch.Tensor | None, env: torch.Tensor, *, net: Laten
         Size of the full data set (for the minibatch scaling ``N / B`` of the ``obs`` plate).
     subsample : Tensor (B,), optional
         Indices of this minibatch in the full data.
+    latent_only : bool
+        Leave out the observation site ``x`` (the latent prior alone). With the encoder and decoder held fixed
+        the ``x`` term is a constant, so this is the ELBO of the latent causal model's parameters given
+        ``q(z | x, u)``; :func:`~bayes_crl.infer.fit_svi` uses it to refit the edge posterior after a late
+        change of the causal order.
     **_guide_only
         Ignored (lets model and guide share one argument list, as Pyro's SVI passes both the same).
 
@@ -209,6 +214,8 @@ def latent_causal_model(x: torch.Tensor | None, env: torch.Tensor, *, net: Laten
     with pyro.plate(OBS_PLATE, n_total, subsample=subsample if subsample is not None else torch.arange(b)):
         z = pyro.sample(SITE_Z, LatentANM(w[env], net.noise_loc[env], net.noise_scale()[env], net.features, noise,
                                           shape))
+        if latent_only:
+            return z
         f = net.decode(z)
         if net.likelihood == "bernoulli":
             pyro.sample(SITE_X, dist.Bernoulli(logits=f).to_event(1), obs=x)

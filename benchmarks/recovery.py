@@ -32,6 +32,8 @@ SUITES = {
          range(5)),
         ("chain3-gauss/horseshoe", dict(n_latents=3, graph="chain", noise="gaussian"), {"edge_prior": "horseshoe"},
          range(5)),
+        ("random5-gauss/horseshoe", dict(n_latents=5, graph="random", expected_degree=1.0, noise="gaussian"),
+         {"edge_prior": "horseshoe"}, range(3)),
         ("chain3-gauss/laplace", dict(n_latents=3, graph="chain", noise="gaussian"), {"edge_prior": "laplace"},
          range(2)),
         ("chain3-gauss/none", dict(n_latents=3, graph="chain", noise="gaussian"), {"edge_prior": "none"}, range(2)),
@@ -46,7 +48,7 @@ SIM_DEFAULTS = dict(n_envs=30, n_per_env=1000, n_obs_dims=10, mechanism="nonline
 
 
 def run_one(job):
-    name, simkw, modelkw, seed = job
+    name, simkw, modelkw, seed, save_dir = job
     import torch
 
     torch.set_num_threads(1)
@@ -61,6 +63,9 @@ def run_one(job):
         warnings.simplefilter("ignore")
         m = LatentCausalModel(**mk).fit(data.x, env=data.env)
     z_hat = m.transform(data.x, env=data.env)
+    if save_dir:
+        os.makedirs(save_dir, exist_ok=True)
+        m.save(os.path.join(save_dir, f"{name.replace('/', '_')}_seed{seed}"), overwrite=True)
     score, perm, _ = metrics.mpc(data.z, z_hat, return_matching=True)
     probs = metrics.align_graph(m.edge_inclusion_, perm)
     corr = metrics.per_latent_correlation(data.z, z_hat)
@@ -117,6 +122,7 @@ def main(argv=None) -> int:
     ap.add_argument("--results", default="benchmarks/results/recovery.jsonl")
     ap.add_argument("--out", default=None, help="write the summary table (with machine and wall time) to this file")
     ap.add_argument("--only", default=None, help="comma-separated settings to run")
+    ap.add_argument("--save-dir", default=None, help="also save each fitted model here (for offline analysis)")
     a = ap.parse_args(argv)
     os.makedirs(os.path.dirname(a.results), exist_ok=True)
     done = set()
@@ -127,7 +133,7 @@ def main(argv=None) -> int:
             rows.append(r)
             done.add((r["setting"], r["seed"]))
     only = set(a.only.split(",")) if a.only else None
-    jobs = [(n, sk, mk, s) for n, sk, mk, seeds in SUITES[a.suite] for s in seeds
+    jobs = [(n, sk, mk, s, a.save_dir) for n, sk, mk, seeds in SUITES[a.suite] for s in seeds
             if (n, s) not in done and (only is None or n in only)]
     print(f"{len(jobs)} fits to run ({len(done)} already in {a.results})", flush=True)
     t0 = time.time()
