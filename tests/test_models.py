@@ -26,17 +26,23 @@ def _data():
     return torch.randn(N, D, generator=g), torch.arange(N) % E
 
 
+def _guide_and_model_traces(prior, noise, also_latent_only=False):
+    """A guide trace on the toy data and the model trace replayed on it (and, if asked, the latent-only one)."""
+    torch.manual_seed(0)
+    x, env = _data()
+    pr = get_prior(prior)
+    kw = dict(net=LatentCausalNet(D, E, L), prior=pr, noise=get_noise_family(noise), n_total=N,
+              subsample=torch.arange(N), global_guide=GlobalGuide(pr, E, L))
+    gtr = poutine.trace(latent_causal_guide).get_trace(x, env, **kw)
+    replayed = poutine.trace(poutine.replay(latent_causal_model, trace=gtr))
+    out = (gtr, replayed.get_trace(x, env, **kw))
+    return out + (replayed.get_trace(x, env, latent_only=True, **kw),) if also_latent_only else out
+
+
 @pytest.mark.parametrize("prior", sorted(PRIORS))
 @pytest.mark.parametrize("noise", sorted(NOISE_FAMILIES))
 def test_model_and_guide_sites(prior, noise):
-    torch.manual_seed(0)
-    x, env = _data()
-    net = LatentCausalNet(D, E, L)
-    pr, nf = get_prior(prior), get_noise_family(noise)
-    gg = GlobalGuide(pr, E, L)
-    kw = dict(net=net, prior=pr, noise=nf, n_total=N, subsample=torch.arange(N), global_guide=gg)
-    gtr = poutine.trace(latent_causal_guide).get_trace(x, env, **kw)
-    mtr = poutine.trace(poutine.replay(latent_causal_model, trace=gtr)).get_trace(x, env, **kw)
+    gtr, mtr = _guide_and_model_traces(prior, noise)
     expected = {**PRIOR_SITES[prior], SITE_Z: (N, L)}
     got = {k: tuple(v["value"].shape) for k, v in mtr.nodes.items()
            if v["type"] == "sample" and not v["is_observed"] and k != OBS_PLATE}
@@ -144,15 +150,7 @@ def test_most_probable_graphs_masses():
 
 
 def test_latent_only_model_leaves_out_x_and_keeps_z_density():
-    torch.manual_seed(0)
-    x, env = _data()
-    net = LatentCausalNet(D, E, L)
-    pr, nf = get_prior("horseshoe"), get_noise_family("gaussian")
-    gg = GlobalGuide(pr, E, L)
-    kw = dict(net=net, prior=pr, noise=nf, n_total=N, subsample=torch.arange(N), global_guide=gg)
-    gtr = poutine.trace(latent_causal_guide).get_trace(x, env, **kw)
-    full = poutine.trace(poutine.replay(latent_causal_model, trace=gtr)).get_trace(x, env, **kw)
-    lat = poutine.trace(poutine.replay(latent_causal_model, trace=gtr)).get_trace(x, env, latent_only=True, **kw)
+    _, full, lat = _guide_and_model_traces("horseshoe", "gaussian", also_latent_only=True)
     assert SITE_X in full.nodes and SITE_X not in lat.nodes
     full.compute_log_prob()
     lat.compute_log_prob()
