@@ -9,8 +9,8 @@ Groups, variables and dims
 --------------------------
 ``posterior`` (dims ``chain`` = 1, ``draw`` = ``num_samples``)
     - the prior's global sites, e.g. for the horseshoe ``edge_tau ()``, ``edge_lambda (parent, child)``,
-      ``edge_nu (env, parent, child)``, ``edge_weight (env, parent, child)``; for the spike-and-slab
-      ``edge_gate_logit (parent, child)``. Entries the learned causal order rules out (``parent`` not
+      ``edge_weight (env, parent, child)`` (and ``edge_nu (env, parent, child)`` with ``env_scales=True``); for
+      the spike-and-slab ``edge_gate_logit (parent, child)``. Entries the learned causal order rules out (``parent`` not
       before ``child``) do not enter the model and are ``nan``.
     - ``weight (env, parent, child)``: effective strengths ``W[u, j, i]`` (``nan`` where the order rules
       the edge out; the model's strength there is 0 by construction);

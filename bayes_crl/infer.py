@@ -186,13 +186,17 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
         After the warm-ups, re-express each run's latents in the linear coordinates with the sparsest
         per-environment partial correlations (:func:`bayes_crl.unmix.sparse_unmixing`) and keep the run
         whose coordinates are sparsest (instead of the most agreeing one); again at ``recheck_frac`` when the
-        order is rechecked. The ELBO is nearly flat along linear maps of the latents; this sparsity is what
-        identifies them.
+        order is rechecked, and on the final latents. The ELBO is nearly flat along linear maps of the latents;
+        this sparsity is what identifies them. After each order search that follows an unmixing, the strengths
+        are centred (:func:`bayes_crl.unmix.centring_map`): the unmixing leaves the flat direction
+        ``z_i - c z_j`` at the median strength, the centring moves it to the centred representative that the
+        default horseshoe prior prefers.
     final_order_check : bool
-        Search the order once more on the final latents; if it differs from the slot order, permute the slots
-        and refit the latent causal model for ``refit_frac * num_steps`` steps with the encoder and decoder
-        held fixed (the latent-only ELBO, ``latent_only=True`` in the model). On the chain benchmark the order
-        found on the final latents was right where the one fixed at ``recheck_frac`` was wrong.
+        Search the order once more on the final latents (with ``unmix``: unmix them first and centre them in
+        the order found); if it differs from the slot order, or the latents were unmixed and centred, refit the
+        latent causal model for ``refit_frac * num_steps`` steps with the encoder and decoder held fixed (the
+        latent-only ELBO, ``latent_only=True`` in the model). On the chain benchmark the order found on the
+        final latents was right where the one fixed at ``recheck_frac`` was wrong.
     refit_frac : float
         Length of that refit as a fraction of ``num_steps`` (steps without the decoder are cheaper).
     encoder_env : bool
@@ -313,11 +317,22 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
         return tuple(order[k] for k in new_order)
 
     def _identify(run: _Run) -> float:
+        from bayes_crl.metrics import match_latents
         from bayes_crl.unmix import sparse_unmixing
 
-        a, b, loss = sparse_unmixing(encode(run.net, xs, es).numpy(), es_np, seed=seed)
+        z = encode(run.net, xs, es).numpy()
+        a, b, loss = sparse_unmixing(z, es_np, seed=seed)
+        perm = match_latents(z, z @ a + b)[0]  # keep each identified latent in the slot it came from
+        a, b = a[:, perm], b[perm]
         run.net.apply_linear_map(torch.as_tensor(a, dtype=x.dtype), torch.as_tensor(b, dtype=x.dtype))
         return loss
+
+    def _centre(run: _Run) -> None:
+        from bayes_crl.unmix import centring_map
+
+        a = centring_map(encode(run.net, xs, es).numpy(), es_np)
+        history.setdefault("centring_shift", []).append(float(np.abs(a - np.eye(n_latents)).max()))
+        run.net.apply_linear_map(torch.as_tensor(a, dtype=x.dtype), torch.zeros(n_latents, dtype=x.dtype))
 
     def _restart_prior(run: _Run, prior: EdgePrior) -> None:
         run.gg = GlobalGuide(prior, n_envs, n_latents)
@@ -389,6 +404,8 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
             run, losses = runs[best], stores[best]
             if order_search and n_latents > 1 and warm > 0:
                 order = _search_and_permute(run, order, tables)
+                if unmix:
+                    _centre(run)
             if warm:
                 # switch to the requested prior, starting from least squares in the (new) slot order
                 _restart_prior(run, prior)
@@ -398,6 +415,8 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
             if unmix:
                 history["unmix_loss_recheck"] = _identify(run)
             new = _search_and_permute(run, order)
+            if unmix:
+                _centre(run)
             if unmix and new == order:  # new coordinates: restart the edge posterior from least squares
                 _restart_prior(run, prior)
             if new != order:
@@ -407,12 +426,17 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
             start = second
         run_steps(run, range(start, num_steps), True, losses)
         if final_order_check and order_search and n_latents > 1 and warm > 0:
+            if unmix:
+                history["unmix_loss_final"] = _identify(run)
             new = _search_and_permute(run, order)
             history["final_order_changed"] = new != order
-            if new != order:
-                # The latents kept improving after the last check and now favour another order: put the slots in
-                # that order and refit the latent causal model (mechanisms, noise, edge posterior) with the
-                # encoder and decoder held fixed, so the edges are learned in the right direction.
+            if unmix:
+                _centre(run)
+            if new != order or unmix:
+                # The latents kept improving after the last check: identify their coordinates once more (sparse
+                # unmixing, causal order, centred strengths) and refit the latent causal model (mechanisms, noise,
+                # edge posterior) in them with the encoder and decoder held fixed, so the edges are learned in the
+                # right direction.
                 order = new
                 _restart_prior(run, prior)
                 fixed = {id(p) for m in (run.net.encoder, run.net.decoder) for p in m.parameters()}

@@ -12,8 +12,8 @@ Each prior is a frozen dataclass that
 - turns posterior draws of its sites into edge inclusion probabilities (:meth:`inclusion`), by the
   definition stated in its docstring.
 
-Site names (part of the API): ``edge_tau``, ``edge_lambda``, ``edge_nu``, ``edge_gate_logit``,
-``edge_weight``.
+Site names (part of the API): ``edge_tau``, ``edge_lambda``, ``edge_nu`` (horseshoe with ``env_scales=True``),
+``edge_gate_logit``, ``edge_weight``.
 """
 from __future__ import annotations
 
@@ -95,12 +95,28 @@ class EdgePrior:
 
 @dataclass(frozen=True)
 class Horseshoe(EdgePrior):
-    """Regularised horseshoe (Piironen & Vehtari 2017) at edge level, with a half-Cauchy local scale per
-    environment.
+    """Regularised horseshoe (Piironen & Vehtari 2017) at edge level: one local scale per edge, shared by the
+    per-environment strengths (a *group* horseshoe over environments); optionally a half-Cauchy scale per
+    environment as well.
 
     ``edge_tau ~ HalfCauchy(global_scale)``, ``edge_lambda[j, i] ~ HalfCauchy(1)``,
-    ``edge_nu[u, j, i] ~ HalfCauchy(1)``, ``edge_weight[u, j, i] ~ Normal(0, tau * lam_reg[j, i] * nu[u, j, i])``
-    with ``lam_reg^2 = c^2 lam^2 / (c^2 + tau^2 lam^2)`` and slab scale ``c = slab_scale``.
+    ``edge_weight[u, j, i] ~ Normal(0, tau * lam_reg[j, i])`` with ``lam_reg^2 = c^2 lam^2 / (c^2 + tau^2 lam^2)``
+    and slab scale ``c = slab_scale``. With ``env_scales=True`` there is also
+    ``edge_nu[u, j, i] ~ HalfCauchy(1)`` and the scale of ``edge_weight[u, j, i]`` is ``tau * lam_reg * nu``.
+
+    Which representative of the flat direction ``z_i -> z_i - c phi_ji(z_j)`` this prior picks
+    ---------------------------------------------------------------------------------------------
+    The likelihood cannot tell ``z_i`` from ``z_i - c phi_ji(z_j)`` (the strengths become ``W[u, j, i] - c``,
+    and they still vanish in some environment when ``c`` is one of the strengths), so the prior decides ``c``.
+    Given the edge scale, the default prior is Gaussian in the strengths across environments, so it picks the
+    ``c`` that minimises ``sum_u (W[u, j, i] - c)^2``: the representative whose strengths are centred on zero.
+    Per-environment scales (``env_scales=True``, like an L1 penalty, which picks the median) reward single
+    strengths at zero instead and leave ``c`` nearly free between the central strengths. With strengths that
+    take both signs across environments the centred choice is within a few per cent of the truth; measured on
+    the simulator with the true latents (``benchmarks/identification.py --oracle``): correlation of the
+    sink with the truth at least 0.978 (centred) against 0.877 (median) over 20 chains. Where the strengths
+    keep one sign in every environment no convention finds ``c``: the data do not determine it (the child is
+    then recovered with a correlation of about 0.92 whichever convention is used, same benchmark).
 
     Inclusion probability: the posterior probability that the edge carries a non-negligible effect,
     ``P_q(effect[j, i] >= min_effect)`` with ``effect`` the share of the child's variance the edge explains,
@@ -112,12 +128,14 @@ class Horseshoe(EdgePrior):
 
     global_scale: float = 0.1
     slab_scale: float = 3.0
+    env_scales: bool = False
     name: ClassVar[str] = "horseshoe"
 
     def sites(self, n_envs, n_latents):
         l, e = n_latents, n_envs
+        nu = [SiteSpec("edge_nu", (e, l, l), "positive", True)] if self.env_scales else []
         return [SiteSpec("edge_tau", (), "positive", False), SiteSpec("edge_lambda", (l, l), "positive", True),
-                SiteSpec("edge_nu", (e, l, l), "positive", True), SiteSpec("edge_weight", (e, l, l), "real", True)]
+                *nu, SiteSpec("edge_weight", (e, l, l), "real", True)]
 
     def _lam_reg(self, tau, lam):
         c2 = self.slab_scale**2
@@ -128,8 +146,9 @@ class Horseshoe(EdgePrior):
         tau = pyro.sample("edge_tau", dist.HalfCauchy(torch.tensor(self.global_scale)))
         m2, m3 = mask.bool(), mask.expand(n_envs, l, l).bool()
         lam = pyro.sample("edge_lambda", dist.HalfCauchy(torch.ones(l, l)).mask(m2).to_event(2))
-        nu = pyro.sample("edge_nu", dist.HalfCauchy(torch.ones(n_envs, l, l)).mask(m3).to_event(3))
-        scale = tau * self._lam_reg(tau, lam) * nu
+        scale = (tau * self._lam_reg(tau, lam)).expand(n_envs, l, l)
+        if self.env_scales:
+            scale = scale * pyro.sample("edge_nu", dist.HalfCauchy(torch.ones(n_envs, l, l)).mask(m3).to_event(3))
         w = pyro.sample("edge_weight", dist.Normal(torch.zeros_like(scale), scale).mask(m3).to_event(3))
         return w * mask
 

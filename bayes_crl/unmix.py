@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["env_covariances", "partial_correlation_loss", "sparse_unmixing"]
+__all__ = ["env_covariances", "partial_correlation_loss", "sparse_unmixing", "centring_map"]
 
 
 def env_covariances(z: np.ndarray, env: np.ndarray, n_envs: int | None = None, ridge: float = 1e-6) -> np.ndarray:
@@ -132,3 +132,48 @@ def sparse_unmixing(z: np.ndarray, env: np.ndarray, *, n_starts: int = 64, steps
     s = np.where(s > 0, s, 1.0)
     a = a / s
     return a, -(mean @ a), float(loss[k]) / cov.shape[0]
+
+
+def centring_map(z: np.ndarray, env: np.ndarray, *, min_rows: int = 10) -> np.ndarray:
+    """The unit-triangular map that centres every latent's per-environment strengths on zero.
+
+    The likelihood cannot tell ``z_i`` from ``z_i - c z_j`` for an earlier latent ``z_j`` (a parent's share moved
+    into the child): the strengths become ``W[u, j, i] - c`` and, when ``c`` is one of them, still vanish in some
+    environment (condition (iv) holds for every such ``c``). :func:`sparse_unmixing` picks the median (L1); this
+    picks the representative whose strengths are centred on zero, the choice of the default horseshoe prior:
+    in slot order (a causal order), each ``z_i`` is regressed on ``z_<i`` within every environment and the mean
+    coefficient over environments is taken out, ``z_i <- z_i - z_<i @ mean_u(beta_u)``. Non-parents have
+    coefficients near zero in every environment, so they are left alone. On the simulator's chains (strengths of
+    either sign) this takes the unmixed true latents from MPC 0.928-0.992 to 0.979-0.999 (measured with
+    ``benchmarks/identification.py --oracle``).
+
+    Parameters
+    ----------
+    z : ndarray (N, l)
+        Latents, columns in a causal order.
+    env : ndarray (N,) int codes
+    min_rows : int
+        Environments with fewer rows are left out of the mean.
+
+    Returns
+    -------
+    a : ndarray (l, l)
+        Unit upper-triangular map: the centred latents are ``z @ a``.
+    """
+    z = np.asarray(z, dtype=np.float64)
+    env = np.asarray(env)
+    n, l = z.shape
+    a = np.eye(l)
+    groups = [np.flatnonzero(env == u) for u in np.unique(env)]
+    groups = [g for g in groups if len(g) >= max(min_rows, l + 1)]
+    if not groups:
+        return a
+    for i in range(1, l):
+        zc = z @ a[:, :i]  # the already-centred earlier latents
+        coefs = []
+        for g in groups:
+            xg = np.c_[zc[g], np.ones(len(g))]
+            coefs.append(np.linalg.lstsq(xg, z[g, i], rcond=None)[0][:i])
+        c = np.mean(coefs, axis=0)
+        a[:, i] -= a[:, :i] @ c
+    return a

@@ -40,7 +40,7 @@ def test_posterior_dims_and_coords(dt, model):
     post = dt["posterior"]
     assert post.sizes["chain"] == 1 and post.sizes["draw"] == S
     assert post["edge_weight"].dims == ("chain", "draw", "env", "parent", "child")
-    assert post["edge_nu"].dims == ("chain", "draw", "env", "parent", "child")
+    assert "edge_nu" not in post  # the default horseshoe has no per-environment scales
     assert post["edge_lambda"].dims == ("chain", "draw", "parent", "child")
     assert post["edge_tau"].dims == ("chain", "draw")
     assert post["weight"].dims == ("chain", "draw", "env", "parent", "child")

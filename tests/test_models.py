@@ -14,7 +14,7 @@ from bayes_crl.priors import PRIORS, get_prior
 E, L, D, N = 4, 3, 5, 24
 
 PRIOR_SITES = {
-    "horseshoe": {"edge_tau": (), "edge_lambda": (L, L), "edge_nu": (E, L, L), "edge_weight": (E, L, L)},
+    "horseshoe": {"edge_tau": (), "edge_lambda": (L, L), "edge_weight": (E, L, L)},
     "spike_slab": {"edge_gate_logit": (L, L), "edge_weight": (E, L, L)},
     "laplace": {"edge_weight": (E, L, L)},
     "none": {"edge_weight": (E, L, L)},
@@ -52,6 +52,35 @@ def test_model_and_guide_sites(prior, noise):
     assert gsites == set(expected)
     mtr.compute_log_prob()
     assert all(torch.isfinite(mtr.nodes[k]["log_prob_sum"]) for k in expected if k != SITE_Z or noise != "gamma")
+
+
+def test_horseshoe_env_scales_adds_the_per_environment_site():
+    from bayes_crl.priors import Horseshoe
+
+    gtr, mtr = _guide_and_model_traces(Horseshoe(env_scales=True), "gaussian")
+    got = {k: tuple(v["value"].shape) for k, v in mtr.nodes.items() if v["type"] == "sample" and k.startswith("edge")}
+    assert got == {**PRIOR_SITES["horseshoe"], "edge_nu": (E, L, L)}
+
+
+def test_default_horseshoe_centres_the_strengths_along_the_flat_direction():
+    """``z_i -> z_i - c phi_ji(z_j)`` turns the strengths into ``W - c``; given the edge scales the default
+    horseshoe's density of ``W - c`` peaks at ``c = mean_u W`` (the deliberate choice documented in Horseshoe)."""
+    from bayes_crl.priors import Horseshoe
+
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(E, generator=g) * 1.5 + 0.4
+    cs = torch.linspace(-2, 2, 401)
+    mask = torch.zeros(L, L)
+    mask[0, 1] = 1.0
+    fixed = {"edge_tau": torch.tensor(0.3), "edge_lambda": torch.full((L, L), 2.0)}
+    logp = []
+    for c in cs:
+        wc = torch.zeros(E, L, L)
+        wc[:, 0, 1] = w - c
+        tr = poutine.trace(poutine.condition(Horseshoe().sample, data={**fixed, "edge_weight": wc})).get_trace(E, mask)
+        logp.append(tr.nodes["edge_weight"]["fn"].log_prob(wc))
+    best = cs[int(torch.stack(logp).argmax())]
+    assert abs(float(best) - float(w.mean())) <= 0.01
 
 
 def test_latent_anm_sample_follows_mechanism():

@@ -5,7 +5,7 @@ import torch
 
 from bayes_crl import metrics, simulate_latent_anm
 from bayes_crl.models import LatentCausalNet
-from bayes_crl.unmix import env_covariances, partial_correlation_loss, sparse_unmixing
+from bayes_crl.unmix import centring_map, env_covariances, partial_correlation_loss, sparse_unmixing
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +58,38 @@ def test_apply_linear_map_keeps_encoder_and_decoder_functions():
     z1 = net.encode_mean(x, env)
     torch.testing.assert_close(z1, z0 @ a + b, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(net.decode(z1), f0, atol=1e-5, rtol=1e-5)
+
+
+def _chain_with_strengths(w: np.ndarray, n: int = 400, seed: int = 0):
+    """Linear two-latent chain z1 = w[u] z0 + n1 over len(w) environments (varied noise scales)."""
+    rng = np.random.default_rng(seed)
+    e = len(w)
+    env = np.repeat(np.arange(e), n)
+    z0 = rng.normal(0, rng.uniform(0.5, 2, e)[env])
+    z1 = w[env] * z0 + rng.normal(0, rng.uniform(0.5, 2, e)[env])
+    return np.c_[z0, z1], env
+
+
+def test_centring_map_removes_the_mean_strength_and_keeps_the_first_latent():
+    rng = np.random.default_rng(0)
+    w = rng.choice([-1.0, 1.0], 30) * rng.uniform(0.5, 2.0, 30)
+    w[4] = 0.0
+    z, env = _chain_with_strengths(w)
+    shifted = z.copy()
+    shifted[:, 1] += 0.8 * z[:, 0]  # a parent's share moved into the child: the flat direction
+    a = centring_map(shifted, env)
+    assert a.shape == (2, 2) and a[0, 0] == 1.0 and a[1, 0] == 0.0 and a[1, 1] == 1.0
+    # z1 <- z1 - c z0 with c = the mean of the per-environment strengths (0.8 + mean(w), up to sampling error)
+    assert abs(-a[0, 1] - (0.8 + w.mean())) < 0.05
+    centred = shifted @ a
+    assert abs(np.corrcoef(centred[:, 1], z[:, 1] - w.mean() * z[:, 0])[0, 1]) > 0.999
+    # applying it again changes nothing (the strengths are already centred)
+    np.testing.assert_allclose(centring_map(centred, env), np.eye(2), atol=1e-8)
+
+
+def test_centring_map_leaves_a_non_parent_alone(chain):
+    # z0 -> z1 -> z2 with z0 not a parent of z2: its coefficient is near zero in every environment
+    a = centring_map(chain.z, chain.env)
+    assert np.allclose(np.diag(a), 1.0) and np.allclose(np.tril(a, -1), 0.0)
+    # z2 moves only along its parent z1' = z1 + a01 z0 (z2' = z2 + a12 z1'), not along z0 itself
+    assert abs(a[0, 2] - a[1, 2] * a[0, 1]) < 0.06
