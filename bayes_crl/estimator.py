@@ -35,8 +35,9 @@ class LatentCausalModel:
         Number of latent causal variables ``l``.
     edge_prior : {"horseshoe", "spike_slab", "laplace", "none"} or EdgePrior, default "horseshoe"
         Sparsity prior on the edge strengths (see :mod:`bayes_crl.priors`). The horseshoe is the default
-        because its inclusion probabilities separate true from false edges best (chain benchmark, 5 seeds:
-        edge AUROC 0.83, Brier 0.20, against 0.70 and 0.22 for the spike-and-slab; BENCHMARKS.md). Known
+        because its inclusion probabilities separate true from false edges best (chain benchmark, 5 seeds,
+        session 3: edge AUROC 0.83, Brier 0.20, against 0.70 and 0.22 for the spike-and-slab; with the
+        centring of session 4 the horseshoe's are 0.74 and 0.23; BENCHMARKS.md). Known
         limitation of ``"spike_slab"``: its relaxed gates barely move from their start, so its inclusion
         probabilities stay near 0.5.
     noise : {"gaussian", "laplace", "gamma"}, default "gaussian"
@@ -51,9 +52,9 @@ class LatentCausalModel:
         Width of encoder/decoder layers.
     order_search : bool, default True
         Search the causal order of the latents after the warm-ups, again at 60 % of the steps and once more on
-        the final latents (see :mod:`bayes_crl.order`); a change found at the end permutes the slots and refits
-        the latent causal model (mechanisms, noise, edge posterior) for 15 % of ``num_steps`` with the encoder
-        and decoder held fixed.
+        the final latents (see :mod:`bayes_crl.order`); after that last search (and, with ``unmix``, a last
+        identification and centring) the latent causal model (mechanisms, noise, edge posterior) is refitted for
+        15 % of ``num_steps`` with the encoder and decoder held fixed.
     warmup_frac : float, default 0.3
         Fraction of ``num_steps`` spent in each warm-up before restart selection and order search.
     n_restarts : int, default 4
@@ -61,11 +62,13 @@ class LatentCausalModel:
         one whose latents have the sparsest per-environment partial correlations is kept, otherwise the one
         whose latents agree best with the others'.
     unmix : bool, default True
-        After the warm-ups (and again at 60 % of the steps when ``order_search``) re-express the latents in the linear coordinates
-        whose per-environment partial correlations are sparsest (:mod:`bayes_crl.unmix`). The ELBO is nearly
-        flat along linear maps of the latents; this is the sparsity (Markov property and condition (iv)) that
-        identifies them. On the five chain datasets of the benchmark it raised the MPC of the kept
-        warm-up from a median 0.85 to 0.97 (BENCHMARKS.md).
+        After the warm-ups (and again at 60 % of the steps and on the final latents when ``order_search``)
+        re-express the latents in the linear coordinates whose per-environment partial correlations are
+        sparsest (:mod:`bayes_crl.unmix`), then centre the strengths on zero in the causal order found
+        (:func:`bayes_crl.unmix.centring_map`). The ELBO is nearly flat along linear maps of the latents; this
+        is the sparsity (Markov property and condition (iv)) that identifies them. On the five chain datasets
+        of the benchmark the unmixing raised the MPC of the kept warm-up from a median 0.85 to 0.97, and the
+        centring the final MPC from a median 0.940 to 0.963 (BENCHMARKS.md).
     min_obs_scale : float, default 0.1
         Floor of the decoder noise scale, in units of the standardised ``x``: keeps the prior's say in the
         ELBO when the observation noise is tiny (with a free scale the fit becomes a near-deterministic

@@ -114,7 +114,7 @@ class Horseshoe(EdgePrior):
     strengths at zero instead and leave ``c`` nearly free between the central strengths. With strengths that
     take both signs across environments the centred choice is within a few per cent of the truth; measured on
     the simulator with the true latents (``benchmarks/identification.py --oracle``): correlation of the
-    sink with the truth at least 0.978 (centred) against 0.877 (median) over 20 chains. Where the strengths
+    sink with the truth at least 0.978 (centred) against 0.880 (median) over 20 chains. Where the strengths
     keep one sign in every environment no convention finds ``c``: the data do not determine it (the child is
     then recovered with a correlation of about 0.92 whichever convention is used, same benchmark).
 
