@@ -142,8 +142,10 @@ def _simulated_context(model: Any, num_per_env: int, seed: int) -> dict:
         env = torch.arange(e).repeat_interleave(num_per_env)
         z = LatentANM(w[env], net.noise_loc[env], net.noise_scale()[env], net.features, noise, shape).sample()
     feats = net.features(z).reshape(e, num_per_env, l, l)
-    snr_env = feats.var(1, unbiased=False) / (net.noise_scale() ** 2)[:, None, :]
-    return {"n_per_env": float(num_per_env), "snr": snr_env.mean(0), "snr_env": snr_env}
+    scale2 = net.noise_scale() ** 2
+    snr_env = feats.var(1, unbiased=False) / scale2[:, None, :]
+    return {"n_per_env": float(num_per_env), "snr": snr_env.mean(0), "snr_env": snr_env,
+            "env_weight": scale2 / scale2.sum(0, keepdim=True)}
 
 
 @torch.no_grad()
@@ -276,7 +278,8 @@ def to_datatree(model: "LatentCausalModel", x: Any = None, env: Any = None, *, n
     ``summary(dt, var_names=["edge_weight", "weight", ...])`` restricts it to the random sites.
 
     **Inclusion context.** For priors whose inclusion rule depends on the data (horseshoe, Laplace, flat:
-    an edge counts when it explains at least ``min_effect`` of the noise variance in some environment),
+    an edge counts when it explains at least ``min_effect`` of the child's within-environment variance, pooled
+    over environments; :func:`bayes_crl.priors.edge_effect`),
     the signal-to-noise context is taken from, in order: the context stored on the model by ``fit``
     (attribute ``_inclusion_context``, when present); ``x``/``env`` when given; latents simulated from the
     fitted model (256 per environment).

@@ -21,7 +21,9 @@ def inclusion_context(result: FitResult, x: torch.Tensor, env: torch.Tensor) -> 
     """What the priors need to turn draws into inclusion probabilities.
 
     Returns a dict with ``n_per_env`` (float, mean rows per environment), ``snr_env`` (E, l, l):
-    ``Var(phi_ji(z_j) | u) / scale_i(u)^2``, and ``snr`` (l, l) its mean over environments.
+    ``Var(phi_ji(z_j) | u) / scale_i(u)^2``, ``snr`` (l, l) its mean over environments, and ``env_weight``
+    (E, l): ``n_u scale_i(u)^2`` normalised over environments (how much each environment contributes to the
+    child's noise variance; :func:`bayes_crl.priors.edge_effect` pools with it).
     """
     net = result.net
     e, l = net.n_envs, net.n_latents
@@ -36,7 +38,9 @@ def inclusion_context(result: FitResult, x: torch.Tensor, env: torch.Tensor) -> 
     var = (sq - mean**2).clamp(min=0)  # (E, l, l)
     scale2 = net.noise_scale() ** 2  # (E, l)
     snr_env = var / scale2[:, None, :]
-    return {"n_per_env": float(counts.mean()), "snr": snr_env.mean(0), "snr_env": snr_env}
+    wgt = counts[:, None] * scale2
+    return {"n_per_env": float(counts.mean()), "snr": snr_env.mean(0), "snr_env": snr_env,
+            "env_weight": wgt / wgt.sum(0, keepdim=True)}
 
 
 @torch.no_grad()

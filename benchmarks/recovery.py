@@ -37,6 +37,8 @@ SUITES = {
         ("chain3-gauss/laplace", dict(n_latents=3, graph="chain", noise="gaussian"), {"edge_prior": "laplace"},
          range(2)),
         ("chain3-gauss/none", dict(n_latents=3, graph="chain", noise="gaussian"), {"edge_prior": "none"}, range(2)),
+        # no latent edges at all: every inclusion probability should be low
+        ("null3-gauss", dict(n_latents=3, graph="random", expected_degree=0.0, noise="gaussian"), {}, range(3)),
     ],
     "smoke": [
         ("chain2-gauss", dict(n_latents=2, graph="chain", noise="gaussian", n_envs=6, n_per_env=100), {"num_steps": 50},

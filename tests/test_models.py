@@ -164,6 +164,31 @@ def test_edge_effect_is_bounded_and_monotone():
     assert torch.allclose(edge_effect(torch.zeros(3, 2, 2), snr), torch.zeros(2, 2))
 
 
+def test_edge_effect_pools_environments_by_the_childs_noise_variance():
+    from bayes_crl.priors import edge_effect
+
+    # environment 0: a child with almost no noise (weight 1e-4 of the pooled noise variance) and a large
+    # explained share; environments 1-2: nothing explained. Pooled, the edge explains R = 1e-4 * 1e4 = 1 times the
+    # pooled noise variance: R / (1 + R) = 1/2; the equal-weight mean of the ratios would say R ~ 3333.
+    snr = torch.ones(3, 2, 2)
+    snr[0] = 1e4
+    w = torch.zeros(3, 2, 2)
+    w[0] = 1.0
+    wgt = torch.tensor([[1e-4, 1e-4], [0.5 - 5e-5, 0.5 - 5e-5], [0.5 - 5e-5, 0.5 - 5e-5]])
+    eff = edge_effect(w, snr, wgt)
+    torch.testing.assert_close(eff, torch.full((2, 2), 0.5), rtol=1e-3, atol=1e-4)
+    assert torch.all(edge_effect(w, snr) > 0.99)
+    # the context computed from a fit carries the weights, normalised over environments
+    from bayes_crl.posterior import inclusion_context
+
+    d = simulate_latent_anm(n_latents=2, n_envs=5, n_per_env=60, n_obs_dims=4, random_state=0)
+    m = LatentCausalModel(n_latents=2, num_steps=3, n_restarts=1, random_state=0,
+                          num_posterior_samples=10).fit(d.x, env=d.env)
+    ctx = inclusion_context(m.result_, m._scale(d.x), torch.as_tensor(d.env))
+    assert ctx["env_weight"].shape == (5, 2)
+    torch.testing.assert_close(ctx["env_weight"].sum(0), torch.ones(2))
+
+
 def test_most_probable_graphs_masses():
     d = simulate_latent_anm(n_latents=3, n_envs=7, n_per_env=40, n_obs_dims=4, random_state=0)
     m = LatentCausalModel(n_latents=3, edge_prior="spike_slab", num_steps=4, n_restarts=1, random_state=0,
@@ -210,3 +235,21 @@ def test_final_order_check_reorders_and_refits_only_the_latent_model():
     z_ref = base.net.encoder(x, env)[0] @ base.net.shift_matrix()
     z_new = res.net.encoder(x, env)[0]
     torch.testing.assert_close(z_new, z_ref[:, [2, 1, 0]], rtol=1e-4, atol=1e-4)
+
+
+def test_final_identification_keeps_the_centred_coordinates():
+    """With ``unmix`` the final block unmixes and centres the latents, then refits the latent model with the
+    encoder, decoder and shift held fixed: the fitted latents are exactly the centred ones (shift 0, centring
+    map the identity)."""
+    from bayes_crl.infer import encode, fit_svi
+    from bayes_crl.unmix import centring_map
+
+    d = simulate_latent_anm(n_latents=3, n_envs=6, n_per_env=80, n_obs_dims=5, random_state=1)
+    x = torch.as_tensor((d.x - d.x.mean(0)) / d.x.std(0), dtype=torch.float32)
+    env = torch.as_tensor(np.unique(d.env, return_inverse=True)[1])
+    res = fit_svi(x, env, n_latents=3, n_envs=6, prior=get_prior("horseshoe"), noise=get_noise_family("gaussian"),
+                  num_steps=30, batch_size=64, unmix=True, refit_frac=0.2, seed=0)
+    assert len(res.history["refit_losses"]) == 6 and len(res.history["centring_shift"]) == 3
+    assert torch.count_nonzero(res.net.shift) == 0
+    z = encode(res.net, x, env).numpy().astype(np.float64)
+    np.testing.assert_allclose(centring_map(z, env.numpy()), np.eye(3), atol=1e-3)

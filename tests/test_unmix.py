@@ -77,14 +77,49 @@ def test_centring_map_removes_the_mean_strength_and_keeps_the_first_latent():
     z, env = _chain_with_strengths(w)
     shifted = z.copy()
     shifted[:, 1] += 0.8 * z[:, 0]  # a parent's share moved into the child: the flat direction
-    a = centring_map(shifted, env)
+    a = centring_map(shifted, env, pooled=False)
     assert a.shape == (2, 2) and a[0, 0] == 1.0 and a[1, 0] == 0.0 and a[1, 1] == 1.0
     # z1 <- z1 - c z0 with c = the mean of the per-environment strengths (0.8 + mean(w), up to sampling error)
     assert abs(-a[0, 1] - (0.8 + w.mean())) < 0.05
     centred = shifted @ a
     assert abs(np.corrcoef(centred[:, 1], z[:, 1] - w.mean() * z[:, 0])[0, 1]) > 0.999
     # applying it again changes nothing (the strengths are already centred)
-    np.testing.assert_allclose(centring_map(centred, env), np.eye(2), atol=1e-8)
+    np.testing.assert_allclose(centring_map(centred, env, pooled=False), np.eye(2), atol=1e-8)
+    # pooled (default): the mean weighted by each environment's variance of the parent
+    v = np.array([z[env == u, 0].var() for u in range(30)])
+    a_p = centring_map(shifted, env)
+    assert abs(-a_p[0, 1] - (0.8 + (v * w).sum() / v.sum())) < 0.05
+    np.testing.assert_allclose(centring_map(shifted @ a_p, env), np.eye(2), atol=1e-8)
+
+
+def test_centring_map_pooled_is_not_moved_by_a_low_variance_environment():
+    # independent latents estimated with a constant leak z1 += 0.2 z0, plus one environment where z0 has almost
+    # no variance and the estimation error sets the slope (-8), as measured on fitted null-benchmark latents
+    rng = np.random.default_rng(1)
+    e, n = 30, 500
+    env = np.repeat(np.arange(e), n)
+    sd0 = rng.uniform(0.5, 2.5, e)
+    sd0[3] = 0.05
+    z0 = rng.normal(0, sd0[env])
+    z1 = rng.normal(0, rng.uniform(0.5, 2.5, e)[env]) + 0.2 * z0
+    s3 = env == 3
+    z1[s3] += -8.2 * z0[s3]
+    z = np.c_[z0, z1]
+    assert abs(-centring_map(z, env)[0, 1] - 0.2) < 0.03  # the leak is taken out
+    assert abs(-centring_map(z, env, pooled=False)[0, 1] - 0.2) > 0.2  # the plain mean is dragged to ~-0.07
+
+
+def test_residual_scale_is_the_geometric_mean_noise_scale():
+    from bayes_crl.unmix import residual_scale
+
+    rng = np.random.default_rng(2)
+    e, n = 20, 2000
+    env = np.repeat(np.arange(e), n)
+    s0, s1 = rng.uniform(0.2, 3, e), rng.uniform(0.2, 3, e)
+    z0 = rng.normal(0, s0[env])
+    z1 = rng.normal(1.0, 1.0, e)[env] * z0 + rng.normal(0, s1[env])
+    s = residual_scale(3.0 * np.c_[z0, z1], env)
+    np.testing.assert_allclose(s, 3.0 * np.exp([np.log(s0).mean(), np.log(s1).mean()]), rtol=0.03)
 
 
 def test_centring_map_leaves_a_non_parent_alone(chain):
