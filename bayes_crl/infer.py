@@ -334,10 +334,10 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
         z = encode(run.net, xs, es).numpy()
         a = centring_map(z, es_np)
         history.setdefault("centring_shift", []).append(float(np.abs(a - np.eye(n_latents)).max()))
-        # Not rescaled to the model's normalised noise scale (bayes_crl.unmix.residual_scale): doing so made the
-        # refitted noise match the latents exactly, and the latents' small errors then came out as edges (random
-        # l=5 SHD 4, 8, 5 against 2, 1, 1; BENCHMARKS.md, session 5). Left as is, the refit's noise scale is somewhat
-        # larger than the latents' residual scale.
+        # Not rescaled to the model's normalised noise scale (bayes_crl.unmix.residual_scale): that made the
+        # refitted noise match the latents exactly, and their small errors then came out as edges (random l=5
+        # SHD 4, 8, 5 against 2, 1, 1; BENCHMARKS.md, session 5). Left as is, the refit's noise scale is
+        # somewhat larger than the latents' residual scale.
         run.net.apply_linear_map(torch.as_tensor(a, dtype=x.dtype), torch.zeros(n_latents, dtype=x.dtype))
 
     def _restart_prior(run: _Run, prior: EdgePrior) -> None:

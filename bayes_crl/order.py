@@ -104,6 +104,19 @@ def local_scores(z: np.ndarray, env: np.ndarray, *, penalty: float = 1.0, noise:
     return out
 
 
+def _strengths(c: np.ndarray, Cxx: np.ndarray, Cxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-environment least-squares strengths ``w`` (E, k) of the shared functions ``h_j = basis_j @ c[j]``
+    (``c`` (k, K)) given the centred scatters ``Cxx`` (E, kK, kK) and ``Cxy`` (E, kK); also returns the
+    right-hand side ``M^T Cxy`` (E, k), whose product with ``w`` is the explained sum of squares."""
+    k = c.shape[0]
+    M = np.zeros((k * _K, k))
+    for a in range(k):
+        M[a * _K:(a + 1) * _K, a] = c[a]
+    A = np.einsum("pa,epq,qb->eab", M, Cxx, M) + 1e-9 * np.eye(k)
+    bvec = np.einsum("pa,ep->ea", M, Cxy)
+    return np.linalg.solve(A, bvec[..., None])[..., 0], bvec
+
+
 def _shared_scores(G: np.ndarray, nu: np.ndarray, phis: list, l: int, *, penalty: float, noise: str,
                    n_iter: int = 15) -> np.ndarray:
     """Local scores of the shared-function model (see :func:`local_scores`, ``shared=True``) from the
@@ -132,12 +145,7 @@ def _shared_scores(G: np.ndarray, nu: np.ndarray, phis: list, l: int, *, penalty
                 c = np.zeros((k, _K))
                 c[:, 0] = 1.0
                 for _ in range(n_iter):
-                    # strengths per environment given the shapes
-                    M = np.zeros((k * _K, k))
-                    for a in range(k):
-                        M[a * _K:(a + 1) * _K, a] = c[a]
-                    A = np.einsum("pa,epq,qb->eab", M, Cxx, M) + 1e-9 * np.eye(k)
-                    w = np.linalg.solve(A, np.einsum("pa,ep->ea", M, Cxy)[..., None])[..., 0]  # (E, k)
+                    w = _strengths(c, Cxx, Cxy)[0]
                     # shapes given the strengths (one least-squares problem pooled over environments)
                     ws = np.repeat(w, _K, axis=1)  # (E, kK)
                     lhs = np.einsum("ep,epq,eq->pq", ws, Cxx, ws) + 1e-9 * np.eye(k * _K)
@@ -145,12 +153,7 @@ def _shared_scores(G: np.ndarray, nu: np.ndarray, phis: list, l: int, *, penalty
                     c = np.linalg.solve(lhs, rhs).reshape(k, _K)
                     norm = np.linalg.norm(c, axis=1, keepdims=True)
                     c = c / np.where(norm > 0, norm, 1.0)
-                M = np.zeros((k * _K, k))
-                for a in range(k):
-                    M[a * _K:(a + 1) * _K, a] = c[a]
-                A = np.einsum("pa,epq,qb->eab", M, Cxx, M) + 1e-9 * np.eye(k)
-                bvec = np.einsum("pa,ep->ea", M, Cxy)
-                w = np.linalg.solve(A, bvec[..., None])[..., 0]
+                w, bvec = _strengths(c, Cxx, Cxy)
                 rss = np.maximum(yy - (bvec * w).sum(-1), 1e-9 * nu)
                 coef_full = (w[:, :, None] * c[None]).reshape(e, -1)  # (E, kK) basis coefficients
             if noise == "laplace":

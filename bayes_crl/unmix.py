@@ -134,6 +134,12 @@ def sparse_unmixing(z: np.ndarray, env: np.ndarray, *, n_starts: int = 64, steps
     return a, -(mean @ a), float(loss[k]) / cov.shape[0]
 
 
+def _env_groups(env: np.ndarray, min_rows: int) -> list[np.ndarray]:
+    """Row indices of every environment with at least ``min_rows`` rows."""
+    groups = [np.flatnonzero(env == u) for u in np.unique(env)]
+    return [g for g in groups if len(g) >= min_rows]
+
+
 def centring_map(z: np.ndarray, env: np.ndarray, *, pooled: bool = True, min_rows: int = 10) -> np.ndarray:
     """The unit-triangular map that centres every latent's per-environment strengths on zero.
 
@@ -156,10 +162,11 @@ def centring_map(z: np.ndarray, env: np.ndarray, *, pooled: bool = True, min_row
         How the per-environment coefficients are averaged. ``True``: weighted by ``n_u det(Cov_u(z_<i))^(1/i)``,
         the rows times the geometric mean of the regressors' variances in environment ``u`` (for one parent: its
         variance, the precision of the slope up to the noise variance). One weight per environment, invariant
-        to unit-triangular maps, so a child still moves only along its parents. ``False``: the plain mean. With estimated latents the plain mean is fragile: in an environment where a
-        parent's variance is tiny its slope is set by the encoder's error (slopes of -8 next to 0.2 elsewhere,
-        measured on the null benchmark), and one such environment moves the mean; pooling gives it the little
-        weight its variance carries.
+        to unit-triangular maps, so a child still moves only along its parents. ``False``: the plain mean.
+        With estimated latents the plain mean is fragile: in an environment where a parent's variance is tiny
+        its slope is set by the encoder's error (slopes of -8 next to 0.2 elsewhere, measured on the null
+        benchmark), and one such environment moves the mean; pooling gives it the little weight its variance
+        carries.
     min_rows : int
         Environments with fewer rows are left out of the average.
 
@@ -172,8 +179,7 @@ def centring_map(z: np.ndarray, env: np.ndarray, *, pooled: bool = True, min_row
     env = np.asarray(env)
     n, l = z.shape
     a = np.eye(l)
-    groups = [np.flatnonzero(env == u) for u in np.unique(env)]
-    groups = [g for g in groups if len(g) >= max(min_rows, l + 1)]
+    groups = _env_groups(env, max(min_rows, l + 1))
     if not groups:
         return a
     for i in range(1, l):
@@ -200,9 +206,11 @@ def residual_scale(z: np.ndarray, env: np.ndarray, *, min_rows: int = 10) -> np.
     :class:`~bayes_crl.models.LatentCausalNet` fixes the scale of each latent by giving its per-environment
     noise scales a geometric mean of 1 (every noise family is parameterised by its standard deviation). A
     linear re-expression of the latents (unmixing, centring) changes their scale; dividing column ``i`` by
-    ``residual_scale(z, env)[i]`` puts them back on the model's scale, so the prior's noise scales match the
-    encoded latents (the decoder is not refitted in the final latent-only refit, so it cannot do that itself).
-    Nonlinear parents leave a slightly smaller residual than the linear regression sees.
+    ``residual_scale(z, env)[i]`` would put them back on the model's scale. ``fit_svi`` does *not* do this: it
+    made the final refit's noise match the latents exactly, and their small errors then came out as edges
+    (random l=5 SHD 4, 8, 5 against 2, 1, 1; BENCHMARKS.md, session 5). This function measures how far the
+    fitted latents are from that scale. Nonlinear parents leave a slightly smaller residual than the linear
+    regression sees.
 
     Parameters
     ----------
@@ -219,8 +227,7 @@ def residual_scale(z: np.ndarray, env: np.ndarray, *, min_rows: int = 10) -> np.
     z = np.asarray(z, dtype=np.float64)
     env = np.asarray(env)
     n, l = z.shape
-    groups = [np.flatnonzero(env == u) for u in np.unique(env)]
-    groups = [g for g in groups if len(g) >= max(min_rows, l + 1)]
+    groups = _env_groups(env, max(min_rows, l + 1))
     if not groups:
         sd = z.std(0)
         return np.where(sd > 0, sd, 1.0)
