@@ -23,11 +23,13 @@ __all__ = [
     "edge_auprc",
     "edge_auroc",
     "expected_calibration_error",
+    "reliability",
     "expected_shd",
     "match_latents",
     "mpc",
     "per_latent_correlation",
     "shd",
+    "strength_coverage",
 ]
 
 
@@ -323,15 +325,127 @@ def expected_calibration_error(a_true: Any, probs: Any, *, n_bins: int = 10) -> 
     float
         In [0, 1]; 0 for perfect probabilities.
     """
-    bins = check_scalar(n_bins, "n_bins", int, "expected_calibration_error", min_val=1)
-    y, s = _labels_scores(a_true, probs)
+    check_scalar(n_bins, "n_bins", int, "expected_calibration_error", min_val=1)
+    return reliability(a_true, probs, n_bins=n_bins)["ece"]
+
+
+def _pooled_labels_scores(a_true: Any, probs: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Off-diagonal labels and probabilities of one (l, l) pair or of sequences of pairs, concatenated."""
+    single = not isinstance(a_true, (list, tuple))
+    if single:
+        return _labels_scores(a_true, probs)
+    if not isinstance(probs, (list, tuple)) or len(probs) != len(a_true):
+        got = len(probs) if isinstance(probs, (list, tuple)) else type(probs).__name__
+        raise BayesCRLValueError(f"'probs' must be a list with one (l, l) matrix per entry of 'a_true' "
+                                 f"({len(a_true)}). Got {got}.")
+    if not a_true:
+        raise BayesCRLValueError("'a_true' must hold at least one (l, l) matrix. Got an empty list.")
+    pairs = [_labels_scores(t, p) for t, p in zip(a_true, probs)]
+    return np.concatenate([y for y, _ in pairs]), np.concatenate([s for _, s in pairs])
+
+
+def reliability(a_true: Any, probs: Any, *, n_bins: int = 10) -> dict[str, np.ndarray]:
+    """Reliability (calibration) table of edge probabilities, pooled over one or several graphs.
+
+    Off-diagonal entries are put in ``n_bins`` equal-width bins on [0, 1] (the last bin closed).
+
+    Parameters
+    ----------
+    a_true : array_like (l, l), networkx.DiGraph, or list of them
+        True adjacency; a list pools several fits (each may have its own ``l``).
+    probs : array_like (l, l), or list of them
+        Edge probabilities aligned to ``a_true`` (a list of the same length when ``a_true`` is a list).
+    n_bins : int, default 10
+
+    Returns
+    -------
+    dict
+        ``bin_lower``, ``bin_upper`` (n_bins,): bin edges; ``mean_prob`` (n_bins,): mean probability in the
+        bin; ``frac_true`` (n_bins,): fraction of true edges in the bin (``nan`` for empty bins); ``count``
+        (n_bins,) int; ``ece``: expected calibration error (float); ``brier``: Brier score (float).
+    """
+    bins = check_scalar(n_bins, "n_bins", int, "reliability", min_val=1)
+    y, s = _pooled_labels_scores(a_true, probs)
     which = np.minimum((s * bins).astype(np.int64), bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        m = which == b
-        if m.any():
-            ece += m.mean() * abs(y[m].mean() - s[m].mean())
-    return float(ece)
+    count = np.bincount(which, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_prob = np.bincount(which, weights=s, minlength=bins) / count
+        frac_true = np.bincount(which, weights=y, minlength=bins) / count
+    ok = count > 0
+    ece = float(np.sum(count[ok] / count.sum() * np.abs(frac_true[ok] - mean_prob[ok])))
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    return {"bin_lower": edges[:-1], "bin_upper": edges[1:], "mean_prob": mean_prob, "frac_true": frac_true,
+            "count": count, "ece": ece, "brier": float(np.mean((s - y) ** 2))}
+
+
+def strength_coverage(w_true: Any, draws: Any, a_true: Any, perm: Any, *, prob: float = 0.9) -> dict[str, Any]:
+    """Coverage of the ``prob`` credible intervals of per-environment strengths against the truth.
+
+    The model identifies a strength ``W[u, j, i]`` only up to one scale per edge (the scales of the learned
+    ``z_j``, ``z_i`` and feature ``phi_ji``) and one offset per edge (the flat direction
+    ``z_i -> z_i - c phi_ji(z_j)``, fixed by the centring convention). So for each true edge that the
+    learned order allows (its draws are not all zero), the truth is mapped into the model's coordinates by
+    the least-squares line ``a + b * W_true[u, j, i]`` through the posterior means over environments
+    (2 numbers from ``E`` environments: slightly optimistic for small ``E``). A true edge the learned order
+    cannot express (reversed) is counted as unscored. For an ordered pair with no true edge in either
+    direction the truth is 0 in every environment in any coordinates: the interval covers when it holds 0.
+
+    Parameters
+    ----------
+    w_true : array_like, shape (E, l, l)
+        True strengths ``W[u, parent, child]``.
+    draws : array_like, shape (S, E, l, l)
+        Posterior draws of the learned strengths, over the learned latents, environments in the order of
+        ``w_true``.
+    a_true : array_like, shape (l, l)
+        True 0/1 adjacency.
+    perm : array_like of int, shape (l,)
+        From :func:`match_latents`: learned latent ``perm[i]`` matches true latent ``i``.
+    prob : float, default 0.9
+        Central credible mass.
+
+    Returns
+    -------
+    dict
+        ``edge_hits``, ``edge_n``: covered and scored (environment, true edge) pairs; ``null_hits``,
+        ``null_n``: the same for ordered pairs without a true edge that the learned order allows;
+        ``edges_scored``, ``edges_unscored`` (int); ``width_ratio``: list, per scored edge, mean interval width
+        over the standard deviation of the aligned truth across environments.
+    """
+    t = _binary(a_true, "a_true")
+    l = t.shape[0]
+    w = np.asarray(w_true, dtype=np.float64)
+    d = np.asarray(draws, dtype=np.float64)
+    if w.ndim != 3 or w.shape[1:] != (l, l):
+        raise BayesCRLValueError(f"'w_true' must have shape (E, {l}, {l}). Got {w.shape}.")
+    if d.ndim != 4 or d.shape[1:] != w.shape:
+        raise BayesCRLValueError(f"'draws' must have shape (S, {w.shape[0]}, {l}, {l}). Got {d.shape}.")
+    check_scalar(prob, "prob", float, "strength_coverage", min_val=0, max_val=1)
+    p = _check_perm(perm, l)
+    d = d[:, :, p][:, :, :, p]
+    lo, hi = np.quantile(d, (1 - prob) / 2, axis=0), np.quantile(d, 1 - (1 - prob) / 2, axis=0)
+    mean = d.mean(0)
+    out: dict[str, Any] = dict(edge_hits=0, edge_n=0, null_hits=0, null_n=0, edges_scored=0, edges_unscored=0,
+                               width_ratio=[])
+    for j in range(l):
+        for i in range(l):
+            if i == j or np.all(d[:, :, j, i] == 0.0):
+                out["edges_unscored"] += int(i != j and t[j, i] == 1)
+                continue
+            inside = None
+            if t[j, i]:
+                b, a = np.polyfit(w[:, j, i], mean[:, j, i], 1)
+                target = a + b * w[:, j, i]
+                inside = (lo[:, j, i] <= target) & (target <= hi[:, j, i])
+                out["edges_scored"] += 1
+                out["width_ratio"].append(float(np.mean(hi[:, j, i] - lo[:, j, i]) / max(np.std(target), 1e-12)))
+                out["edge_hits"] += int(inside.sum())
+                out["edge_n"] += len(inside)
+            elif not t[i, j]:
+                inside = (lo[:, j, i] <= 0.0) & (0.0 <= hi[:, j, i])
+                out["null_hits"] += int(inside.sum())
+                out["null_n"] += len(inside)
+    return out
 
 
 def align_graph(a_hat: Any, perm: Any) -> np.ndarray:

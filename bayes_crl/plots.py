@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from bayes_crl.estimator import LatentCausalModel
 
 __all__ = [
-    "plot_edge_probabilities", "plot_graph", "plot_strengths", "plot_loss", "plot_latents", "plot_intervention",
+    "plot_edge_probabilities", "plot_reliability", "plot_graph", "plot_strengths", "plot_loss", "plot_latents", "plot_intervention",
     "write_report_figures", "intervene",
 ]
 
@@ -125,6 +125,49 @@ def plot_edge_probabilities(probs: Any, names: Sequence[str] | None = None, trut
         ax.scatter(cols, rows, s=260, facecolors="none", edgecolors="crimson", linewidths=2.0, label="true edge")
         ax.set_title("edge inclusion probability (circles: true edges)", fontsize=9)
     ax.figure.colorbar(im, ax=ax, shrink=0.8)
+    return ax
+
+
+def plot_reliability(a_true: Any, probs: Any, ax: "Axes | None" = None, *, n_bins: int = 10,
+                     label: str | None = None) -> "Axes":
+    """Reliability diagram of edge probabilities: observed fraction of true edges against the mean
+    probability per bin, pooled over one or several fits (:func:`bayes_crl.metrics.reliability`).
+
+    Parameters
+    ----------
+    a_true : array_like (l, l), or list of them
+        True adjacency, aligned to ``probs``.
+    probs : array_like (l, l), or list of them
+    ax : matplotlib Axes, optional
+        Draw on this axes (call again with the same ``ax`` to overlay methods).
+    n_bins : int, default 10
+    label : str, optional
+        Legend label; the ECE and the number of entries are appended.
+
+    Returns
+    -------
+    Axes
+        With the diagonal (``ax.lines[0]``, drawn once per axes) and one line with markers per call, marker
+        area proportional to the bin count.
+    """
+    from bayes_crl.metrics import reliability
+
+    rel = reliability(a_true, probs, n_bins=n_bins)
+    ax = _new_axes(ax)
+    if not ax.lines:
+        ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--")
+    ok = rel["count"] > 0
+    n = int(rel["count"].sum())
+    text = f"{label + ': ' if label else ''}ECE {rel['ece']:.3f}, Brier {rel['brier']:.3f}, n={n}"
+    (line,) = ax.plot(rel["mean_prob"][ok], rel["frac_true"][ok], marker="o", ms=0, lw=1.2, label=text)
+    ax.scatter(rel["mean_prob"][ok], rel["frac_true"][ok], s=20 + 200 * rel["count"][ok] / n,
+               color=line.get_color(), zorder=3)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("edge probability (bin mean)")
+    ax.set_ylabel("fraction of true edges")
+    ax.set_title("reliability of edge probabilities", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
     return ax
 
 

@@ -40,6 +40,20 @@ SUITES = {
         # no latent edges at all: every inclusion probability should be low
         ("null3-gauss", dict(n_latents=3, graph="random", expected_degree=0.0, noise="gaussian"), {}, range(3)),
     ],
+    # the estimator's defaults on generators other than the default one (outside data is not ours)
+    "generalise": [
+        ("chain3-laplace-dm", dict(n_latents=3, graph="chain", noise="laplace"), {}, range(2)),
+        ("chain3-gamma", dict(n_latents=3, graph="chain", noise="gamma"), {}, range(2)),
+        ("chain3-linear", dict(n_latents=3, graph="chain", noise="gaussian", mechanism="linear"), {}, range(2)),
+        ("chain3-mlp", dict(n_latents=3, graph="chain", noise="gaussian", mechanism="mlp"), {}, range(2)),
+        ("chain3-allpos", dict(n_latents=3, graph="chain", noise="gaussian", random_sign=False), {}, range(2)),
+        ("chain3-vanish3", dict(n_latents=3, graph="chain", noise="gaussian", vanish_envs=3), {}, range(2)),
+        ("chain3-50env", dict(n_latents=3, graph="chain", noise="gaussian", n_envs=50), {}, range(2)),
+        ("chain3-linmix-noisy", dict(n_latents=3, graph="chain", noise="gaussian", mixing="linear",
+                                     obs_noise_std=0.1), {}, range(2)),
+        ("random4-mlp-laplace", dict(n_latents=4, graph="random", expected_degree=1.0, noise="laplace",
+                                     mechanism="mlp", n_obs_dims=20), {}, range(2)),
+    ],
     "smoke": [
         ("chain2-gauss", dict(n_latents=2, graph="chain", noise="gaussian", n_envs=6, n_per_env=100), {"num_steps": 50},
          range(1)),

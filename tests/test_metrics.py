@@ -18,7 +18,9 @@ from bayes_crl.metrics import (
     match_latents,
     mpc,
     per_latent_correlation,
+    reliability,
     shd,
+    strength_coverage,
 )
 
 N = 5000
@@ -173,3 +175,72 @@ def test_end_to_end_matching_then_graph(z):
     score, perm, _ = mpc(z3, z_hat, return_matching=True)
     assert score == pytest.approx(1.0)
     assert shd(CHAIN, align_graph(a_hat, perm)) == 0
+
+
+def test_reliability_pools_fits_and_matches_ece_and_brier():
+    p1 = np.array([[0, 0.9, 0.1], [0.1, 0, 0.7], [0.0, 0.2, 0]])
+    t5 = np.zeros((5, 5))
+    t5[0, 1] = 1
+    p5 = np.full((5, 5), 0.05)
+    p5[0, 1] = 0.95
+    rel = reliability([CHAIN, t5], [p1, p5], n_bins=10)
+    assert rel["count"].sum() == 6 + 20
+    # off-diagonal entries, row-major: 0.9, 0.1, 0.1, 0.7, 0.0, 0.2 (chain), then 0.95 and 19 x 0.05
+    assert rel["count"][0] == 1 + 19
+    assert rel["count"][1] == 2 and rel["count"][9] == 2 and rel["count"][7] == 1
+    assert rel["frac_true"][9] == 1.0 and rel["frac_true"][7] == 1.0 and rel["frac_true"][1] == 0.0
+    assert np.isnan(rel["frac_true"][5])
+    ys = np.r_[[1, 0, 0, 1, 0, 0], np.r_[1, np.zeros(19)]]
+    ss = np.r_[[0.9, 0.1, 0.1, 0.7, 0.0, 0.2], np.r_[0.95, np.full(19, 0.05)]]
+    assert rel["brier"] == pytest.approx(np.mean((ss - ys) ** 2))
+    assert reliability(CHAIN, p1)["ece"] == pytest.approx(expected_calibration_error(CHAIN, p1))
+
+
+def test_reliability_rejects_mismatched_lists():
+    with pytest.raises(BayesCRLValueError, match="'probs' must be a list with one"):
+        reliability([CHAIN, CHAIN], [np.eye(3)])
+    with pytest.raises(BayesCRLValueError, match="at least one"):
+        reliability([], [])
+
+
+def _coverage_case(rng, e=40, s=400, sd=0.1, scale=2.0, offset=0.3):
+    """True chain strengths; draws centred on an affine image of the truth plus noise of sd ``sd``."""
+    w = np.zeros((e, 3, 3))
+    w[:, 0, 1] = rng.uniform(-2, 2, e)
+    w[:, 1, 2] = rng.uniform(-2, 2, e)
+    centre = np.zeros((e, 3, 3))
+    centre[:, 0, 1] = offset + scale * w[:, 0, 1]
+    centre[:, 1, 2] = -scale * w[:, 1, 2]
+    centre[:, 0, 2] = 0.0
+    draws = centre[None] + sd * rng.standard_normal((s, e, 3, 3))
+    mask = np.triu(np.ones((3, 3)), 1)  # the learned order 0, 1, 2 allows j < i only
+    return w, draws * mask
+
+
+def test_strength_coverage_is_nominal_for_calibrated_draws_and_low_for_overconfident_ones():
+    rng = np.random.default_rng(0)
+    w, draws = _coverage_case(rng)
+    # calibrated: the posterior mean is itself noisy with the posterior's sd around the truth
+    shifted = draws + 0.1 * rng.standard_normal((1, *draws.shape[1:])) * np.triu(np.ones((3, 3)), 1)
+    c = strength_coverage(w, shifted, CHAIN, [0, 1, 2])
+    assert c["edges_scored"] == 2 and c["edges_unscored"] == 0 and c["edge_n"] == 80 and c["null_n"] == 40
+    assert 0.8 <= c["edge_hits"] / c["edge_n"] <= 0.97
+    assert 0.75 <= c["null_hits"] / c["null_n"] <= 1.0
+    # overconfident: same centres, posterior sd 10 times too small
+    narrow = (shifted - shifted.mean(0)) / 10 + shifted.mean(0)
+    c2 = strength_coverage(w, narrow, CHAIN, [0, 1, 2])
+    assert c2["edge_hits"] / c2["edge_n"] < 0.3
+
+
+def test_strength_coverage_counts_edges_the_order_cannot_express():
+    rng = np.random.default_rng(1)
+    w, draws = _coverage_case(rng)
+    # learned latents in reversed order: learned k matches true 2 - k, so the true edges point backwards
+    perm = [2, 1, 0]
+    rev = draws[:, :, ::-1][:, :, :, ::-1]
+    c = strength_coverage(w, rev, CHAIN, perm)
+    assert c["edges_scored"] == 2  # reversing both orders keeps every edge expressible
+    c = strength_coverage(w, draws, CHAIN, perm)
+    assert c["edges_scored"] == 0 and c["edges_unscored"] == 2 and c["edge_n"] == 0
+    with pytest.raises(BayesCRLValueError, match="'draws' must have shape"):
+        strength_coverage(w, draws[0], CHAIN, [0, 1, 2])

@@ -138,3 +138,20 @@ def test_write_report_figures(model, data, tmp_path):
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     paths = plots.write_report_figures(model, tmp_path / "no_truth")
     assert len(paths) == 4
+
+
+def test_plot_reliability_overlays_methods_on_one_axes():
+    chain = np.array([[0, 1, 0], [0, 0, 1], [0, 0, 0]])
+    good = chain * 0.9 + 0.05
+    flat = np.full((3, 3), 0.5)
+    ax = plots.plot_reliability([chain, chain], [good, good], label="ours")
+    ax = plots.plot_reliability(chain, flat, ax=ax, label="flat")
+    assert isinstance(ax, Axes)
+    assert len(ax.lines) == 3  # diagonal once, one line per call
+    x, y = ax.lines[1].get_data()
+    np.testing.assert_allclose(x, [0.05, 0.95])
+    np.testing.assert_allclose(y, [0.0, 1.0])
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert texts[0].startswith("ours: ECE 0.050") and texts[1].startswith("flat: ECE 0.167")
+    with pytest.raises(BayesCRLValueError, match="'probs' must be a list"):
+        plots.plot_reliability([chain], good)
