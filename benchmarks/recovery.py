@@ -54,6 +54,11 @@ SUITES = {
         ("random4-mlp-laplace", dict(n_latents=4, graph="random", expected_degree=1.0, noise="laplace",
                                      mechanism="mlp", n_obs_dims=20), {}, range(2)),
     ],
+    # number of environments against the theory's 2l + 1 (= 7 for l = 3); 1000 rows per environment
+    "envsweep": [
+        (f"chain3-env{e}", dict(n_latents=3, graph="chain", noise="gaussian", n_envs=e), {}, range(2))
+        for e in (3, 5, 7, 10, 20)
+    ],
     "smoke": [
         ("chain2-gauss", dict(n_latents=2, graph="chain", noise="gaussian", n_envs=6, n_per_env=100), {"num_steps": 50},
          range(1)),

@@ -253,3 +253,28 @@ def test_final_identification_keeps_the_centred_coordinates():
     assert torch.count_nonzero(res.net.shift) == 0
     z = encode(res.net, x, env).numpy().astype(np.float64)
     np.testing.assert_allclose(centring_map(z, env.numpy()), np.eye(3), atol=1e-3)
+
+
+def test_final_order_search_uses_the_shared_score_and_earlier_ones_the_free_score(monkeypatch):
+    """The recheck scores orders with free per-environment regressions; the final check with the model's
+    mechanism class (``shared=True``), unless ``final_shared_score=False``."""
+    import bayes_crl.infer as infer
+
+    d = simulate_latent_anm(n_latents=3, n_envs=6, n_per_env=60, n_obs_dims=5, random_state=0)
+    x = torch.as_tensor((d.x - d.x.mean(0)) / d.x.std(0), dtype=torch.float32)
+    env = torch.as_tensor(np.unique(d.env, return_inverse=True)[1])
+    seen = []
+    real = infer.best_order
+
+    def spy(z, e, **kw):
+        seen.append(kw.get("shared", False))
+        return real(z, e, **kw)
+
+    monkeypatch.setattr(infer, "best_order", spy)
+    kw = dict(n_latents=3, n_envs=6, prior=get_prior("horseshoe"), noise=get_noise_family("gaussian"),
+              num_steps=20, batch_size=64, unmix=False, refit_frac=0.1, seed=0)
+    infer.fit_svi(x, env, **kw)
+    assert seen == [False, False, True]  # after the warm-up, at the recheck, final check
+    seen.clear()
+    infer.fit_svi(x, env, **kw, final_shared_score=False)
+    assert seen == [False, False, False]
