@@ -25,6 +25,9 @@ SUITES = {
         ("chain3-gauss", dict(n_latents=3, graph="chain", noise="gaussian"), {}, range(5)),
         ("random5-gauss", dict(n_latents=5, graph="random", expected_degree=1.0, noise="gaussian"), {}, range(3)),
         ("chain3-violate2", dict(n_latents=3, graph="chain", noise="gaussian", violate=[2]), {}, range(3)),
+        # the violated edge with one-sign strengths: no centring convention can land on the truth (Theorem 2.5)
+        ("chain3-violate2-onesign", dict(n_latents=3, graph="chain", noise="gaussian", violate=[2],
+                                         violate_one_sign=True), {}, range(3)),
         ("chain3-laplace", dict(n_latents=3, graph="chain", noise="laplace"), {"noise": "laplace"}, range(2)),
         ("chain3-gamma", dict(n_latents=3, graph="chain", noise="gamma"), {}, range(2)),
         ("chain3-linear", dict(n_latents=3, graph="chain", noise="gaussian", mechanism="linear"), {}, range(2)),

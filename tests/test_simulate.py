@@ -314,3 +314,16 @@ def test_load_observations_csv_errors(tmp_path):
         load_observations(p)
     with pytest.raises(BayesCRLValueError, match=r"\.npz or \.csv"):
         load_observations(tmp_path / "obs.parquet")
+
+
+def test_violate_one_sign_makes_only_the_violated_edges_positive_and_draws_nothing_extra():
+    kw = dict(n_latents=3, n_envs=12, n_per_env=40, violate=[2], random_state=4)
+    a = simulate_latent_anm(**kw)
+    b = simulate_latent_anm(**kw, violate_one_sign=True)
+    np.testing.assert_array_equal(b.weights[:, 1, 2], np.abs(a.weights[:, 1, 2]))
+    assert (b.weights[:, 1, 2] >= 0.5).all()  # never vanishes, one sign
+    np.testing.assert_array_equal(b.weights[:, 0, 1], a.weights[:, 0, 1])  # (iv) edge untouched
+    np.testing.assert_array_equal(b.noise, a.noise)
+    assert b.condition_iv.tolist() == [True, True, False]
+    with pytest.raises(BayesCRLValueError, match="violate_one_sign"):
+        simulate_latent_anm(**kw, violate_one_sign="yes")

@@ -518,6 +518,7 @@ def simulate_latent_anm(
     random_sign: bool = True,
     vanish_envs: int = 1,
     violate: Iterable[int | str] = (),
+    violate_one_sign: bool = False,
     post_nonlinear: bool = False,
     mixing: str = "mlp",
     mixing_layers: int = 3,
@@ -563,6 +564,12 @@ def simulate_latent_anm(
     violate : sequence of int or str, default ()
         Latents (indices or names ``"z2"``) for which condition (iv) is broken: the strengths of
         the edges into them never vanish (``|W| >= low`` in every environment).
+    violate_one_sign : bool, default False
+        Make the strengths of the edges into the ``violate`` latents positive in every environment
+        (whatever ``random_sign``). With random signs their mean over environments is near 0, so a
+        model that resolves the flat direction ``z_i - c h(z_j)`` by centring the strengths lands on
+        the truth by the symmetry of the simulator; with one sign it cannot, which is what Theorem
+        2.5 (the violated node is not identified) predicts. Uses no extra random draws.
     post_nonlinear : bool, default False
         Use ``z_i = h_i(g_i + n_i)`` with an invertible ``h_i``.
     mixing : {"mlp", "linear"}, default "mlp"
@@ -610,6 +617,7 @@ def simulate_latent_anm(
     signed = check_bool(random_sign, "random_sign", o)
     n_vanish = check_scalar(vanish_envs, "vanish_envs", int, o, min_val=1)
     violated = _check_violate(violate, l)
+    one_sign = check_bool(violate_one_sign, "violate_one_sign", o)
     pnl = check_bool(post_nonlinear, "post_nonlinear", o)
     check_option(mixing, "mixing", MIXINGS, o)
     n_layers = check_scalar(mixing_layers, "mixing_layers", int, o, min_val=1)
@@ -642,6 +650,10 @@ def simulate_latent_anm(
     for k, (j, i) in enumerate(vanishing):
         envs = perm[(k * n_vanish + np.arange(n_vanish)) % n_e]
         weights[envs, j, i] = 0.0
+    if one_sign:
+        for j, i in edges:
+            if i in violated:
+                weights[:, j, i] = np.abs(weights[:, j, i])
 
     # Noise parameters and noise.
     (name1, lo1, hi1), (name2, lo2, hi2) = NOISE_FAMILIES[noise]
