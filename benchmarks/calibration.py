@@ -20,7 +20,7 @@ import sys
 import numpy as np
 
 
-def groups(paths: list[str], settings: list[str] | None) -> dict[str, list[dict]]:
+def groups(paths: list[str], settings: list[str] | None, n_latents: int | None = None) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for path in paths:
         for line in open(path):
@@ -28,6 +28,8 @@ def groups(paths: list[str], settings: list[str] | None) -> dict[str, list[dict]
             if r.get("probs") is None:
                 continue  # a method without a graph
             if settings and "setting" in r and not any(r["setting"].startswith(s) for s in settings):
+                continue
+            if n_latents is not None and len(r["truth"]) != n_latents:
                 continue
             key = r.get("method") or r.get("prior")
             if key == "LatentCausalModel":
@@ -60,11 +62,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", nargs="+", required=True, help="JSON-lines files of recovery.py / baselines.py")
     ap.add_argument("--settings", default=None, help="comma-separated setting-name prefixes (recovery rows)")
+    ap.add_argument("--n-latents", type=int, default=None, help="only fits with this many latents")
     ap.add_argument("--bins", type=int, default=10)
     ap.add_argument("--out", default=None)
     ap.add_argument("--figure", default=None)
     a = ap.parse_args(argv)
-    g = groups(a.results, a.settings.split(",") if a.settings else None)
+    g = groups(a.results, a.settings.split(",") if a.settings else None, a.n_latents)
     if not g:
         print("no rows with edge probabilities", file=sys.stderr)
         return 1
@@ -87,6 +90,8 @@ def main(argv=None) -> int:
         cmd = "python benchmarks/calibration.py --results " + " ".join(a.results)
         if a.settings:
             cmd += f" --settings {a.settings}"
+        if a.n_latents:
+            cmd += f" --n-latents {a.n_latents}"
         with open(a.out, "w") as f:
             f.write(f"Command: `{cmd}`\n\n{tab}\n")
     return 0
