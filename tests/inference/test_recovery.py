@@ -1,9 +1,16 @@
 """Slow recovery checks on simulated data with known truth (run with ``pytest -m slow``).
 
-Tolerances come from the recovery benchmark (BENCHMARKS.md): with the defaults (horseshoe, 6000 steps,
-4 warm-ups) the 3-latent nonlinear chain (30 environments x 1000 rows) gives MPC 0.905-0.988 over seeds 0-4
-(seed 1: 0.988, both edges found, no false edge); the check asks 0.88 for seed 1, so a real regression fails
-while run-to-run noise across library versions does not.
+Tolerances come from the recovery benchmark (BENCHMARKS.md, session 6) with the defaults (horseshoe, 6000 steps,
+4 warm-ups) on the 3-latent nonlinear chain (30 environments x 1000 rows):
+- seed 0: MPC 0.970 and the exact graph (SHD 0; true pooled effects 0.49 and 0.62, strong edges); the check
+  asks MPC >= 0.93 and the exact graph, so a regression in latents or orientation fails;
+- seed 1: MPC 0.989, but both edges are missed. Their true pooled effects are only 0.08 and 0.16, and the fit
+  estimates 0.03 and 0.05, against the inclusion threshold ``min_effect=0.05``. The latents are checked
+  (MPC >= 0.95); the edges are a strict xfail that records this known limitation and fails once it is fixed.
+
+The fits run with one torch thread, as the benchmark does. A single fit is sensitive to floating-point details:
+seed 0 with 2 threads gave MPC 0.834 instead of 0.970 (session 6). Run-to-run spread across seeds and
+configurations is documented in BENCHMARKS.md.
 """
 import numpy as np
 import pytest
@@ -13,13 +20,46 @@ from bayes_crl import LatentCausalModel, metrics, simulate_latent_anm
 pytestmark = pytest.mark.slow
 
 
-def test_chain3_recovery_seed1():
-    d = simulate_latent_anm(n_latents=3, n_envs=30, n_per_env=1000, mechanism="nonlinear", random_state=1)
-    m = LatentCausalModel(n_latents=3, random_state=1).fit(d.x, env=d.env)
+def _chain3_fit(seed: int):
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in benchmarks/recovery.py
+    try:
+        return _fit(seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(seed: int):
+    d = simulate_latent_anm(n_latents=3, n_envs=30, n_per_env=1000, mechanism="nonlinear", random_state=seed)
+    m = LatentCausalModel(n_latents=3, random_state=seed).fit(d.x, env=d.env)
     score, perm, _ = metrics.mpc(d.z, m.transform(d.x, env=d.env), return_matching=True)
-    assert score >= 0.88
-    probs = metrics.align_graph(m.edge_inclusion_, perm)
-    # the two true edges (skeleton) carry high probability, in either direction
+    return score, metrics.align_graph(m.edge_inclusion_, perm)
+
+
+@pytest.fixture(scope="module")
+def chain3_seed1():
+    return _chain3_fit(1)
+
+
+def test_chain3_recovery_seed0_latents_and_exact_graph():
+    score, probs = _chain3_fit(0)
+    assert score >= 0.93
+    truth = np.array([[0, 1, 0], [0, 0, 1], [0, 0, 0]], dtype=bool)
+    off = ~np.eye(3, dtype=bool)
+    assert (probs[truth] > 0.5).all() and (probs[off & ~truth] < 0.5).all()
+
+
+def test_chain3_recovery_seed1_latents(chain3_seed1):
+    score, _ = chain3_seed1
+    assert score >= 0.95
+
+
+@pytest.mark.xfail(strict=True, reason="weak edges (true pooled effects 0.08, 0.16) are estimated below min_effect "
+                                       "(BENCHMARKS.md, session 6)")
+def test_chain3_recovery_seed1_weak_edges(chain3_seed1):
+    _, probs = chain3_seed1
     skel = np.maximum(probs, probs.T)
     assert skel[0, 1] > 0.5 and skel[1, 2] > 0.5
 
