@@ -200,9 +200,10 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
         final latents was right where the one fixed at ``recheck_frac`` was wrong.
     final_shared_score : bool
         Score that final order search with the model's mechanism class (``bayes_crl.order.local_scores`` with
-        ``shared=True``) instead of free per-environment regressions. Measured on the final fitted latents of 25
-        benchmark fits (session 6): 37 of 44 true chain edges put forward against 28 of 44; in the fit, chain
-        l = 3 SHD 0 on 2/5 seeds (1/5 before) and random l = 5 SHD 2, 0, 1 (2, 1, 1 before).
+        ``shared=True``) instead of free per-environment regressions. Measured on the final fitted latents of 29
+        saved benchmark fits (``benchmarks/order_scores.py``, session 6): 52 of 61 true edges put forward against
+        43 of 61; in the fit, chain l = 3 SHD 0 on 2/5 seeds (1/5 before) and random l = 5 SHD 2, 0, 1 (2, 1, 1
+        before).
     refit_frac : float
         Length of that refit as a fraction of ``num_steps`` (steps without the decoder are cheaper).
     encoder_env : bool

@@ -23,11 +23,11 @@ __all__ = [
     "edge_auprc",
     "edge_auroc",
     "expected_calibration_error",
-    "reliability",
     "expected_shd",
     "match_latents",
     "mpc",
     "per_latent_correlation",
+    "reliability",
     "shd",
     "strength_coverage",
 ]

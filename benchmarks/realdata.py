@@ -27,38 +27,15 @@ METHODS = ("LatentCausalModel", "IVAE", "LinearLatentSCM")
 
 
 def run_one(job: dict) -> dict:
-    import warnings
-
     import torch
 
     torch.set_num_threads(1)
-    from bayes_crl import metrics
+    from baselines import _estimator, fit_and_score  # benchmarks/baselines.py: the same fit and scores
     from bayes_crl.datasets import sachs_latent_data
 
     data = sachs_latent_data(job["variables"], random_state=job["seed"])
-    if job["method"] == "LatentCausalModel":
-        from bayes_crl import LatentCausalModel
-
-        model = LatentCausalModel(n_latents=len(job["variables"]), random_state=job["seed"])
-    else:
-        from bayes_crl import baselines
-
-        model = getattr(baselines, job["method"])(n_latents=len(job["variables"]), random_state=job["seed"])
-    t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.fit(data.x, env=data.env)
-    seconds = time.perf_counter() - t0
-    z_hat = model.transform(data.x, env=data.env)
-    score, perm, _ = metrics.mpc(data.z, z_hat, return_matching=True)
-    out = {**job, "mpc": float(score), "per_latent": metrics.per_latent_correlation(data.z, z_hat).tolist(),
-           "fit_seconds": seconds, "truth": data.adjacency.tolist(), "probs": None, "shd": None, "brier": None,
-           "auroc": None}
-    if hasattr(model, "edge_inclusion_"):
-        probs = metrics.align_graph(model.edge_inclusion_, perm)
-        out.update(probs=probs.tolist(), shd=float(metrics.shd(data.adjacency, probs, threshold=0.5)),
-                   brier=metrics.brier(data.adjacency, probs), auroc=metrics.edge_auroc(data.adjacency, probs))
-    return out
+    model = _estimator(job["method"], n_latents=len(job["variables"]), random_state=job["seed"])
+    return fit_and_score(model, data, job)
 
 
 def oracle(variables: list[str]) -> dict:
