@@ -14,10 +14,11 @@ Groups, variables and dims
       before ``child``) do not enter the model and are ``nan``.
     - ``weight (env, parent, child)``: effective strengths ``W[u, j, i]`` (``nan`` where the order rules
       the edge out; the model's strength there is 0 by construction);
-    - ``inclusion (parent, child)``: per-draw edge indicator, 1.0 where the draw includes the edge by the
-      prior's own definition (:meth:`~bayes_crl.priors.EdgePrior.inclusion` applied to that single draw),
-      else 0.0 (``nan`` where the order rules the edge out). Its mean over draws is the posterior inclusion probability (up to Monte Carlo error,
-      ``edge_inclusion_``). For the horseshoe and Laplace priors the definition needs the
+    - ``inclusion (parent, child)``: per-draw edge indicator, 1.0 where the draw's graph holds the edge
+      (:func:`bayes_crl.posterior.edge_indicator_draws`: the prior's own definition applied to that single
+      draw, oriented by the environment-bootstrap order paired with the draw), else 0.0 (``nan`` on the
+      diagonal; for a model fitted with ``n_order_draws=0``, ``nan`` where the fitted order rules the edge
+      out). Its mean over draws is the posterior inclusion probability (``edge_inclusion_``). For the horseshoe and Laplace priors the definition needs the
       signal-to-noise context of the data; see :func:`to_datatree` for where it comes from.
     - ``noise_loc``, ``noise_scale (env, latent)``: per-environment noise parameters. They are point
       estimates (empirical Bayes), stored constant over draws.
@@ -52,7 +53,7 @@ import torch
 import xarray as xr
 
 from bayes_crl._validation import BayesCRLValueError, check_scalar
-from bayes_crl.posterior import inclusion_context, posterior_draws
+from bayes_crl.posterior import edge_indicator_draws, inclusion_context, posterior_draws
 
 if TYPE_CHECKING:  # pragma: no cover
     from bayes_crl.estimator import LatentCausalModel
@@ -311,7 +312,12 @@ def to_datatree(model: "LatentCausalModel", x: Any = None, env: Any = None, *, n
     if context is None:
         context = inclusion_context(result, xt, codes) if xt is not None else _simulated_context(model, 256, seed)
     with torch.no_grad():
-        incl = (_per_draw_inclusion(prior, draws_t, context) * net.mask).numpy()
+        if "order_draws" in context:  # the same draws as posterior_draws (same seed), each paired with an order
+            incl = edge_indicator_draws(result, context, num_samples, seed).numpy()
+            incl_mask = ~np.eye(l, dtype=bool)
+        else:
+            incl = (_per_draw_inclusion(prior, draws_t, context) * net.mask).numpy()
+            incl_mask = mask
 
     posterior: dict[str, np.ndarray] = {}
     dims: dict[str, list[str]] = {}
@@ -324,7 +330,7 @@ def to_datatree(model: "LatentCausalModel", x: Any = None, env: Any = None, *, n
         if d is not None:
             dims[spec.name] = d
     posterior["weight"] = np.where(mask, draws_np["weight"].astype(np.float64), np.nan)[None]
-    posterior["inclusion"] = np.where(mask, incl.astype(np.float64), np.nan)[None]
+    posterior["inclusion"] = np.where(incl_mask, incl.astype(np.float64), np.nan)[None]
     s = num_samples
     posterior["noise_loc"] = np.broadcast_to(net.noise_loc.detach().numpy().astype(np.float64), (1, s, e, l)).copy()
     posterior["noise_scale"] = np.broadcast_to(net.noise_scale().detach().numpy().astype(np.float64),

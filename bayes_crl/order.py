@@ -31,7 +31,8 @@ import itertools
 
 import numpy as np
 
-__all__ = ["order_scores", "best_order", "local_scores"]
+__all__ = ["best_order", "best_order_from_scores", "bootstrap_orders", "env_grams", "local_scores", "order_scores",
+           "precedence", "scores_from_grams"]
 
 _K = 3
 
@@ -69,22 +70,45 @@ def local_scores(z: np.ndarray, env: np.ndarray, *, penalty: float = 1.0, noise:
     ndarray (l, 2**l)
         ``out[i, S]`` for parent bitmask ``S`` (entries with bit ``i`` set are ``-inf``).
     """
+    grams, counts, phis = env_grams(z, env)
+    return scores_from_grams(grams, counts, phis, z.shape[1], penalty=penalty, noise=noise, shared=shared)
+
+
+def env_grams(z: np.ndarray, env: np.ndarray) -> tuple[np.ndarray, np.ndarray, list]:
+    """Per-environment Gram matrices of ``[1, basis of every standardised latent]``.
+
+    Returns ``grams`` (E', P, P) with ``P = 1 + l K``, ``counts`` (E',) rows, and ``phis`` (the per-environment
+    feature matrices, needed by the Laplace score), one entry per environment present in ``env`` (sorted codes).
+    Everything the scores need: :func:`scores_from_grams` turns them into a local score table.
+    """
     z = (z - z.mean(0)) / (z.std(0) + 1e-12)
-    n, l = z.shape
     feats = _basis(z)  # (N, l, K)
-    envs = np.unique(env)
-    out = np.full((l, 2**l), -np.inf)
     grams, counts, phis = [], [], []
-    for u in envs:
+    for u in np.unique(env):
         m = env == u
         phi = np.concatenate([np.ones((m.sum(), 1)), feats[m].reshape(m.sum(), -1)], 1)  # (n_u, 1 + l K)
         grams.append(phi.T @ phi)
         counts.append(m.sum())
         phis.append(phi)
-    G = np.stack(grams)  # (E, P, P)
-    nu = np.asarray(counts, float)
+    return np.stack(grams), np.asarray(counts, float), phis
+
+
+def scores_from_grams(grams: np.ndarray, counts: np.ndarray, phis: list, l: int, *, penalty: float = 1.0,
+                      noise: str = "gaussian", shared: bool = False,
+                      env_weights: np.ndarray | None = None) -> np.ndarray:
+    """Local score table (l, 2**l) from :func:`env_grams` (see :func:`local_scores` for the score).
+
+    ``env_weights`` (E',) positive, optional: weigh each environment's log-likelihood (an environment of weight
+    2 counts as if it had been observed twice; :func:`bootstrap_orders` uses Dirichlet weights).
+    """
+    G = np.asarray(grams, dtype=np.float64)
+    nu = np.asarray(counts, dtype=np.float64)
+    if env_weights is not None:
+        w = np.asarray(env_weights, dtype=np.float64)
+        G, nu = G * w[:, None, None], nu * w  # means and RSS / N per environment are unchanged
     if shared:
         return _shared_scores(G, nu, phis, l, penalty=penalty, noise=noise)
+    out = np.full((l, 2**l), -np.inf)
     for i in range(l):
         y = 1 + i * _K  # column of the linear term of z_i
         yy = G[:, y, y]
@@ -261,3 +285,68 @@ def order_scores(z: np.ndarray, env: np.ndarray, *, penalty: float = 1.0,
             pred |= 1 << i
         out[perm] = tot
     return out
+
+
+def bootstrap_orders(z: np.ndarray, env: np.ndarray, *, n_draws: int = 100, n_envs: int | None = None,
+                     noise: str = "gaussian", shared: bool = True, penalty: float = 1.0,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Causal orders of ``z`` under an environment-level Bayesian bootstrap.
+
+    The environments observed are a sample of the environments that could have been observed. Each draw
+    weighs them by ``E * Dirichlet(1, ..., 1)`` weights (Rubin's Bayesian bootstrap, at the level of
+    environments: rows within an environment share its noise parameters and strengths, so environments, not
+    rows, are the exchangeable units) and finds the best order of the weighted score exactly. How often ``j``
+    comes before ``i`` over the draws is the probability of that orientation given the latents; a score that
+    prefers one order by a wide margin in every subset of environments gives probability 1. Ties (orders with
+    equal scores, as between latents with no edge between them) are broken at random.
+
+    Parameters
+    ----------
+    z : ndarray (N, l)
+        Latents.
+    env : ndarray (N,) int codes in ``0..n_envs-1``
+    n_draws : int
+        Bootstrap draws ``B``. Cost: one score table per draw (about 0.05 s at l = 5 with the shared score,
+        2 s at l = 8, on one core; the Gram matrices are computed once).
+    n_envs : int, optional
+        Number of environment codes (default ``env.max() + 1``); codes without rows get weight 0.
+    noise, shared, penalty
+        As in :func:`local_scores` (default: the shared score of the model's mechanism class, the one the
+        fit's final order check uses).
+    seed : int
+
+    Returns
+    -------
+    orders : ndarray (B, l) int
+        One order per draw, root first.
+    env_weights : ndarray (B, n_envs) float
+        The draws' environment weights (mean 1 over the environments present).
+    """
+    env = np.asarray(env)
+    l = z.shape[1]
+    if l > 12:
+        raise ValueError("exact order search is limited to 12 latents")
+    e = int(env.max()) + 1 if n_envs is None else int(n_envs)
+    present = np.unique(env)
+    grams, counts, phis = env_grams(z, env)
+    rng = np.random.default_rng(seed)
+    orders = np.zeros((n_draws, l), dtype=np.int64)
+    weights = np.zeros((n_draws, e))
+    for b in range(n_draws):
+        w = rng.dirichlet(np.ones(len(present))) * len(present)
+        weights[b, present] = w
+        ls = scores_from_grams(grams, counts, phis, l, penalty=penalty, noise=noise, shared=shared, env_weights=w)
+        # relabel the latents at random before the search, so that orders with equal scores (e.g. between
+        # independent latents) are picked at random rather than always in the same way
+        perm = rng.permutation(l)
+        orders[b] = perm[best_order_from_scores(align_scores(ls, perm))[0]]
+    return orders, weights
+
+
+def precedence(orders: np.ndarray) -> np.ndarray:
+    """``P[j, i]``: the fraction of the orders (B, l) in which ``j`` comes before ``i`` (diagonal 0)."""
+    orders = np.asarray(orders)
+    b, l = orders.shape
+    pos = np.empty_like(orders)
+    pos[np.arange(b)[:, None], orders] = np.arange(l)[None]
+    return (pos[:, :, None] < pos[:, None, :]).mean(0)

@@ -755,7 +755,7 @@ def restore_training_state(directory: str | os.PathLike, *, modules: Mapping[str
 # ----------------------------------------------------------------------------------------------------
 # Fitted models
 # ----------------------------------------------------------------------------------------------------
-_EXTRA_FITTED = ("_weight_draws",)  # private fitted attributes saved besides the public `*_` ones
+_EXTRA_FITTED = ("_weight_draws", "_inclusion_context")  # private fitted attributes saved besides the public `*_` ones
 _RESULT_OBJECTS = ("net", "global_guide", "prior", "noise")
 
 

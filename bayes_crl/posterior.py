@@ -12,35 +12,73 @@ import torch
 
 from bayes_crl.infer import FitResult, encode
 
-__all__ = ["inclusion_context", "posterior_draws", "edge_inclusion", "most_probable_graphs", "credible_interval",
-           "to_networkx"]
+__all__ = ["inclusion_context", "posterior_draws", "edge_indicator_draws", "edge_inclusion", "edge_orientation",
+           "most_probable_graphs", "credible_interval", "to_networkx"]
 
 
 @torch.no_grad()
-def inclusion_context(result: FitResult, x: torch.Tensor, env: torch.Tensor) -> dict:
-    """What the priors need to turn draws into inclusion probabilities.
+def inclusion_context(result: FitResult, x: torch.Tensor, env: torch.Tensor, *, n_order_draws: int = 0,
+                      seed: int = 0) -> dict:
+    """What the priors need to turn draws into inclusion probabilities, and the orientation draws.
 
-    Returns a dict with ``n_per_env`` (float, mean rows per environment), ``snr_env`` (E, l, l):
-    ``Var(phi_ji(z_j) | u) / scale_i(u)^2``, ``snr`` (l, l) its mean over environments, and ``env_weight``
-    (E, l): ``n_u scale_i(u)^2`` normalised over environments (how much each environment contributes to the
-    child's noise variance; :func:`bayes_crl.priors.edge_effect` pools with it).
+    Parameters
+    ----------
+    result : FitResult
+    x : Tensor (N, d), env : Tensor (N,) int64
+        The (scaled) training data.
+    n_order_draws : int
+        Environment-bootstrap draws of the causal order of the fitted latents
+        (:func:`bayes_crl.order.bootstrap_orders`, shared score, on at most ``MAX_SEARCH_ROWS`` rows). 0 keeps
+        the fitted order fixed: the probabilities are then conditional on it.
+    seed : int
+
+    Returns
+    -------
+    dict
+        ``n_per_env`` (float, mean rows per environment), ``snr_env`` (E, l, l):
+        ``Var(phi_ji(z_j) | u) / scale_i(u)^2``, ``snr`` (l, l) its mean over environments, and ``env_weight``
+        (E, l): ``n_u scale_i(u)^2`` normalised over environments (how much each environment contributes to the
+        child's noise variance; :func:`bayes_crl.priors.edge_effect` pools with it). With ``n_order_draws > 0``
+        also ``order_draws`` (B, l) int64 (latent indices, root first) and ``env_draws`` (B, E): the bootstrap
+        weights of the environments in each draw.
     """
+    from bayes_crl.infer import MAX_SEARCH_ROWS
+
     net = result.net
     e, l = net.n_envs, net.n_latents
     s1 = torch.zeros(e, l, l)
     s2 = torch.zeros(e, l, l)
-    for i in range(0, len(x), 65536):  # chunked: memory does not grow with N
-        feats = net.features(encode(net, x[i:i + 65536], env[i:i + 65536]))  # (B, l, l)
+    n = len(x)
+    keep = None
+    if n_order_draws > 0 and n > MAX_SEARCH_ROWS:
+        keep = torch.zeros(n, dtype=torch.bool)
+        keep[torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))[:MAX_SEARCH_ROWS]] = True
+    zs = []
+    for i in range(0, n, 65536):  # chunked: memory does not grow with N
+        z = encode(net, x[i:i + 65536], env[i:i + 65536])
+        feats = net.features(z)  # (B, l, l)
         s1.index_add_(0, env[i:i + 65536], feats)
         s2.index_add_(0, env[i:i + 65536], feats**2)
+        if n_order_draws > 0:
+            zs.append(z if keep is None else z[keep[i:i + 65536]])
     counts = torch.bincount(env, minlength=e).clamp(min=1).to(s1.dtype)
     mean, sq = s1 / counts[:, None, None], s2 / counts[:, None, None]
     var = (sq - mean**2).clamp(min=0)  # (E, l, l)
     scale2 = net.noise_scale() ** 2  # (E, l)
     snr_env = var / scale2[:, None, :]
     wgt = counts[:, None] * scale2
-    return {"n_per_env": float(counts.mean()), "snr": snr_env.mean(0), "snr_env": snr_env,
-            "env_weight": wgt / wgt.sum(0, keepdim=True)}
+    ctx = {"n_per_env": float(counts.mean()), "snr": snr_env.mean(0), "snr_env": snr_env,
+           "env_weight": wgt / wgt.sum(0, keepdim=True)}
+    if n_order_draws > 0 and l > 1:
+        from bayes_crl.order import bootstrap_orders
+
+        z = torch.cat(zs).double().numpy()
+        ev = env.numpy() if keep is None else env[keep].numpy()
+        orders, weights = bootstrap_orders(z, ev, n_draws=n_order_draws, n_envs=e, noise=result.noise.name,
+                                           shared=True, seed=seed)
+        ctx["order_draws"] = torch.as_tensor(orders)
+        ctx["env_draws"] = torch.as_tensor(weights, dtype=s1.dtype)
+    return ctx
 
 
 @torch.no_grad()
@@ -56,13 +94,66 @@ def posterior_draws(result: FitResult, num_samples: int, seed: int = 0) -> dict[
 
 
 @torch.no_grad()
-def edge_inclusion(result: FitResult, context: dict, num_samples: int = 1000, seed: int = 0) -> np.ndarray:
-    """Posterior edge inclusion probabilities (l, l), by the prior's own definition."""
+def edge_indicator_draws(result: FitResult, context: dict, num_samples: int = 1000, seed: int = 0) -> torch.Tensor:
+    """One graph per posterior draw: edge indicators (S, l, l) bool, ``[parent, child]``.
+
+    Without orientation draws in ``context``: the prior's indicators (:meth:`~bayes_crl.priors.EdgePrior.indicators`)
+    of each draw of the global edge variables, within the fitted order (the probabilities are conditional on
+    the fitted latents and their order).
+
+    With ``order_draws`` and ``env_draws`` (from :func:`inclusion_context` with ``n_order_draws > 0``), draw ``s``
+    is paired with bootstrap draw ``b = s mod B``:
+
+    - *adjacency*: the prior's indicator of the pair, with the environments in its pooled effect reweighted by
+      the bootstrap weights of draw ``b`` (an edge whose effect rests on a few environments is then included
+      in some draws and not in others);
+    - *orientation*: the edge points from the earlier to the later latent of order ``b``.
+
+    So every draw is a DAG, and the inclusion probability of ``j -> i`` is the posterior probability that
+    the two are adjacent *and* that ``j`` precedes ``i``. It carries the two uncertainties the strengths'
+    variational posterior (given the latents, with N rows) does not: which way an edge points and how much
+    its effect depends on the particular environments observed. The effect of a pair is measured in the
+    fitted orientation even in draws that reverse it (an approximation: the edge's share of explained
+    variance is not the same in both directions).
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         d = result.global_guide.draws(num_samples)
-    p = result.prior.inclusion(d, context) * result.net.mask
-    return p.numpy()
+    mask = result.net.mask.bool()
+    if "order_draws" not in context:
+        return result.prior.indicators(d, context) & mask
+    orders, env_draws = context["order_draws"], context["env_draws"]
+    b = torch.arange(num_samples) % orders.shape[0]
+    ctx = dict(context)
+    ew = context["env_weight"].unsqueeze(0) * env_draws[b].unsqueeze(-1)  # (S, E, l)
+    ctx["env_weight"] = ew / ew.sum(1, keepdim=True).clamp(min=1e-30)
+    ind = result.prior.indicators(d, ctx) & mask
+    adj = ind | ind.transpose(-1, -2)
+    l = mask.shape[0]
+    pos = torch.empty_like(orders)
+    pos.scatter_(1, orders, torch.arange(l).expand_as(orders))
+    pos = pos[b]  # (S, l)
+    return adj & (pos.unsqueeze(-1) < pos.unsqueeze(-2))
+
+
+@torch.no_grad()
+def edge_inclusion(result: FitResult, context: dict, num_samples: int = 1000, seed: int = 0) -> np.ndarray:
+    """Posterior edge inclusion probabilities (l, l): the mean of :func:`edge_indicator_draws`."""
+    return edge_indicator_draws(result, context, num_samples, seed).to(torch.float64).mean(0).numpy()
+
+
+def edge_orientation(context: dict, order: tuple | None = None) -> np.ndarray:
+    """``P[j, i]``: the probability that latent ``j`` precedes latent ``i`` in the causal order (l, l).
+
+    From the environment-bootstrap ``order_draws`` of ``context``; without them, 1 where the fitted slot
+    order (slots are numbered in causal order) puts ``j`` first.
+    """
+    from bayes_crl.order import precedence
+
+    if "order_draws" in context:
+        return precedence(np.asarray(context["order_draws"]))
+    l = context["snr_env"].shape[-1]
+    return np.triu(np.ones((l, l)), 1)
 
 
 @torch.no_grad()
@@ -70,14 +161,11 @@ def most_probable_graphs(result: FitResult, context: dict, k: int = 5, num_sampl
                          seed: int = 0) -> list[tuple[np.ndarray, float]]:
     """The ``k`` most frequent graphs among posterior draws, with their posterior mass.
 
-    Each draw of the global edge variables gives a graph through the prior's per-draw edge indicators;
-    the mass of a graph is the fraction of draws that give it (a Monte Carlo estimate; with a point-estimate
-    prior there is one graph with mass 1). Returns ``[(adjacency (l, l) int, mass), ...]``, most probable first.
+    Each draw gives a graph (:func:`edge_indicator_draws`); the mass of a graph is the fraction of draws that
+    give it (a Monte Carlo estimate; with a point-estimate prior and no orientation draws there is one graph
+    with mass 1). Returns ``[(adjacency (l, l) int, mass), ...]``, most probable first.
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        d = result.global_guide.draws(num_samples)
-    ind = (result.prior.indicators(d, context) & result.net.mask.bool()).numpy().astype(np.int8)
+    ind = edge_indicator_draws(result, context, num_samples, seed).numpy().astype(np.int8)
     graphs, counts = np.unique(ind.reshape(num_samples, -1), axis=0, return_counts=True)
     top = np.argsort(-counts, kind="stable")[:k]
     l = ind.shape[-1]

@@ -64,13 +64,14 @@ def edge_effect(w: torch.Tensor, snr_env: torch.Tensor, env_weight: torch.Tensor
     0.95-0.99, not exactly) explains most of that environment's variance. A per-environment share let such
     environments create edges between independent latents (measured on the null benchmark, BENCHMARKS.md);
     pooling weighs each environment by the variance it actually contributes.
-    ``w`` (..., E, l, l), ``snr_env`` (E, l, l), ``env_weight`` (E, l) -> (..., l, l).
+    ``w`` (..., E, l, l), ``snr_env`` (E, l, l), ``env_weight`` (E, l) or one per draw (S, E, l) ->
+    (..., l, l).
     """
     r = w**2 * snr_env
     if env_weight is None:
         big_r = r.mean(-3)
     else:
-        big_r = (r * env_weight[:, None, :]).sum(-3)
+        big_r = (r * env_weight.unsqueeze(-2)).sum(-3)
     return big_r / (1.0 + big_r)
 
 

@@ -57,3 +57,55 @@ def test_shared_score_orients_a_chain_the_free_score_reverses():
     order, _, parents = best_order(d.z, d.env, shared=True)
     assert order == [0, 1, 2] and np.array_equal(parents, d.adjacency)
     assert best_order(d.z, d.env, shared=False)[0] != [0, 1, 2]
+
+
+def test_bootstrap_orders_shapes_weights_and_determinism(chain):
+    from bayes_crl.order import bootstrap_orders
+
+    orders, w = bootstrap_orders(chain.z, chain.env, n_draws=20, seed=3)
+    assert orders.shape == (20, 3) and w.shape == (20, 12)
+    assert all(sorted(o) == [0, 1, 2] for o in orders.tolist())
+    np.testing.assert_allclose(w.mean(1), 1.0)  # E * Dirichlet(1): mean weight 1
+    assert (w > 0).all()
+    o2, w2 = bootstrap_orders(chain.z, chain.env, n_draws=20, seed=3)
+    np.testing.assert_array_equal(orders, o2)
+    np.testing.assert_array_equal(w, w2)
+    # an environment code without rows gets weight 0
+    _, w3 = bootstrap_orders(chain.z, chain.env, n_draws=5, n_envs=13, seed=3)
+    assert w3.shape == (5, 13) and (w3[:, 12] == 0).all()
+
+
+def test_bootstrap_orders_are_sure_of_a_clear_chain_and_unsure_of_independent_latents():
+    from bayes_crl.order import bootstrap_orders, precedence
+
+    d = simulate_latent_anm(n_latents=3, n_envs=30, n_per_env=1000, mechanism="nonlinear", random_state=5)
+    p = precedence(bootstrap_orders(d.z, d.env, n_draws=30, seed=0)[0])
+    assert p[0, 1] >= 0.9 and p[1, 2] >= 0.9  # the true order, nearly every draw
+    np.testing.assert_allclose(p + p.T, 1 - np.eye(3))
+    # independent latents: every order scores the same; ties are broken at random, so no order is preferred
+    rng = np.random.default_rng(0)
+    env = np.repeat(np.arange(30), 300)
+    z = rng.normal(size=(9000, 3)) * rng.uniform(0.3, 2, size=(30, 3))[env]
+    p0 = precedence(bootstrap_orders(z, env, n_draws=30, seed=0)[0])
+    assert (np.abs(p0 - 0.5)[~np.eye(3, dtype=bool)] < 0.3).all()
+
+
+def test_precedence_counts_pairs():
+    from bayes_crl.order import precedence
+
+    p = precedence(np.array([[0, 1, 2], [2, 1, 0], [1, 0, 2], [0, 2, 1]]))
+    assert p[0, 1] == 0.5 and p[0, 2] == 0.75 and p[2, 0] == 0.25 and p[1, 2] == 0.5
+    assert np.all(np.diag(p) == 0)
+
+
+def test_weighted_scores_equal_duplicated_environments(chain):
+    """Integer environment weights score as if the environments had been observed that many times."""
+    from bayes_crl.order import env_grams, scores_from_grams
+
+    g, n, phis = env_grams(chain.z, chain.env)
+    w = np.array([2.0] + [1.0] * 11)
+    for shared in (False, True):
+        weighted = scores_from_grams(g, n, phis, 3, shared=shared, env_weights=w, penalty=0.0)
+        dup = scores_from_grams(np.concatenate([g, g[:1]]), np.concatenate([n, n[:1]]), phis + phis[:1], 3,
+                                shared=shared, penalty=0.0)
+        np.testing.assert_allclose(weighted, dup, rtol=1e-6)

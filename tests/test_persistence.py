@@ -234,7 +234,8 @@ def test_save_load_round_trip_is_exact(fitted, tmp_path):
     loaded = load_model(path)
     assert torch.equal(torch.random.get_rng_state(), state)  # loading does not consume the caller's RNG
     np.testing.assert_array_equal(loaded.transform(x, env), model.transform(x, env))
-    for name in ("edge_inclusion_", "edge_weight_", "_weight_draws", "x_mean_", "x_scale_", "loss_"):
+    for name in ("edge_inclusion_", "edge_orientation_", "edge_weight_", "_weight_draws", "x_mean_", "x_scale_",
+                 "loss_"):
         a, b = getattr(model, name), getattr(loaded, name)
         np.testing.assert_array_equal(a, b)
         assert a.dtype == b.dtype
@@ -245,6 +246,11 @@ def test_save_load_round_trip_is_exact(fitted, tmp_path):
     assert loaded.loss_ is loaded.result_.losses
     assert loaded.result_.prior == model.result_.prior and loaded.result_.noise == model.result_.noise
     assert repr(loaded) == repr(model) and loaded.num_steps == 20 and loaded.random_state == 0
+    # the orientation draws travel with the model: the most probable graphs are the same after loading
+    for key in ("order_draws", "env_draws", "snr_env", "env_weight"):
+        assert torch.equal(loaded._inclusion_context[key], model._inclusion_context[key])
+    before = [(sorted(g.edges), mass) for g, mass in model.most_probable_graphs(3)]
+    assert [(sorted(g.edges), mass) for g, mass in loaded.most_probable_graphs(3)] == before
     np.testing.assert_array_equal(loaded.sample_posterior(20, seed=1)["weight"],
                                   model.sample_posterior(20, seed=1)["weight"])
 
