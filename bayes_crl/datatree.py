@@ -395,7 +395,8 @@ def edge_summary(model: "LatentCausalModel", *, prob: float = 0.9) -> xr.Dataset
     -------
     xarray.Dataset
         Dims ``(parent, child)`` with coords ``model.latent_names_``; variables ``inclusion`` (posterior
-        inclusion probability), ``allowed`` (bool: the learned causal order permits the edge),
+        inclusion probability), ``orientation`` (probability that ``parent`` precedes ``child`` in the causal
+        order, ``edge_orientation_``), ``allowed`` (bool: the fitted causal order holds strengths for the edge),
         ``strength_mean`` (posterior mean strength averaged over environments), ``strength_abs_mean``
         (mean over environments of ``|posterior mean|``) and ``n_envs_ci_contains_zero`` (number of
         environments whose ``prob`` credible interval of the strength contains 0). Use
@@ -414,6 +415,8 @@ def edge_summary(model: "LatentCausalModel", *, prob: float = 0.9) -> xr.Dataset
     pc = ("parent", "child")
     return xr.Dataset(
         {"inclusion": (pc, np.asarray(model.edge_inclusion_, dtype=np.float64)),
+         "orientation": (pc, np.asarray(getattr(model, "edge_orientation_", allowed),
+                                        dtype=np.float64)),
          "allowed": (pc, allowed),
          "strength_mean": (pc, w.mean(0)),
          "strength_abs_mean": (pc, np.abs(w).mean(0)),

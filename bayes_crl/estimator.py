@@ -288,12 +288,14 @@ class LatentCausalModel:
 
     def to_networkx(self, threshold: float = 0.5) -> nx.DiGraph:
         """Graph of the edges with inclusion probability >= ``threshold``; edge attributes ``probability``,
-        ``weight`` (mean over environments of the posterior mean), ``weight_per_env`` and ``weight_ci``
-        (90 % credible interval per environment)."""
+        ``weight`` (mean over environments of the posterior mean), ``weight_per_env``, ``weight_ci``
+        (90 % credible interval per environment) and ``in_fitted_order`` (False for an edge the environment
+        bootstrap reversed against the fitted order; its strengths are then ``nan``, see
+        :func:`bayes_crl.posterior.to_networkx`)."""
         self._check_fitted()
         check_scalar(threshold, "threshold", float, "to_networkx", min_val=0, max_val=1)
         return to_networkx(self.edge_inclusion_, self.edge_weight_, names=self.latent_names_, threshold=threshold,
-                           weight_draws=self._weight_draws)
+                           weight_draws=self._weight_draws, allowed=self.result_.net.mask.numpy().astype(bool))
 
     def most_probable_graphs(self, k: int = 5, *, num_samples: int | None = None) -> list[tuple[nx.DiGraph, float]]:
         """The ``k`` most probable graphs under the posterior draws, as ``(networkx.DiGraph, mass)`` pairs.
@@ -308,7 +310,7 @@ class LatentCausalModel:
         for adj, mass in most_probable_graphs(self.result_, self._inclusion_context, k,
                                               num_samples or self.num_posterior_samples):
             g = to_networkx(np.where(adj > 0, np.maximum(self.edge_inclusion_, 1e-12), 0.0), self.edge_weight_,
-                            names=self.latent_names_, threshold=1e-12)
+                            names=self.latent_names_, threshold=1e-12, allowed=self.result_.net.mask.numpy().astype(bool))
             for u, v in g.edges:
                 j, i = self.latent_names_.index(u), self.latent_names_.index(v)
                 g.edges[u, v]["probability"] = float(self.edge_inclusion_[j, i])

@@ -319,7 +319,8 @@ def identifiability_report(model: "LatentCausalModel", *, threshold: float = 0.5
     """Identifiability report of a fitted model.
 
     Uses the model's posterior inclusion probabilities ``edge_inclusion_``, its stored strength draws
-    (``_weight_draws``, (S, E, l, l)), ``latent_names_`` and ``env_labels_``; see
+    (``_weight_draws``, (S, E, l, l); an edge that points against the fitted order is judged by the strengths of
+    the fitted direction), ``latent_names_`` and ``env_labels_``; see
     :func:`assess_identifiability` for the rule.
 
     Parameters
@@ -345,5 +346,9 @@ def identifiability_report(model: "LatentCausalModel", *, threshold: float = 0.5
         raise BayesCRLValueError("The 'model' argument of identifiability_report must be a fitted LatentCausalModel. "
                                  "Call 'fit' with appropriate arguments first.")
     draws = np.asarray(model._weight_draws)
+    # An edge may point against the fitted order (the environment bootstrap reversed it in most draws); it has
+    # no strengths of its own, so it is judged by those of the fitted direction: a dependence that vanishes in an
+    # environment vanishes in both parameterisations. Only one direction of a pair is ever non-zero.
+    draws = draws + np.swapaxes(draws, -1, -2)
     return assess_identifiability(model.edge_inclusion_, draws, draws.shape[1], list(model.latent_names_),
                                   threshold, prob=prob, vanish_tol=vanish_tol, env_labels=list(model.env_labels_))

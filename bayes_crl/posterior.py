@@ -179,12 +179,16 @@ def credible_interval(draws: np.ndarray, prob: float = 0.9) -> tuple[np.ndarray,
 
 
 def to_networkx(inclusion: np.ndarray, weight: np.ndarray, *, names, threshold: float = 0.5,
-                weight_draws: np.ndarray | None = None, prob: float = 0.9) -> nx.DiGraph:
+                weight_draws: np.ndarray | None = None, prob: float = 0.9,
+                allowed: np.ndarray | None = None) -> nx.DiGraph:
     """A ``networkx.DiGraph`` with the edges whose inclusion probability is at least ``threshold``.
 
     Edge attributes: ``probability``, ``weight`` (posterior mean strength averaged over environments),
     ``weight_per_env`` (E,), and, given ``weight_draws`` (S, E, l, l), ``weight_ci`` ((E,), (E,)) the
-    equal-tailed ``prob`` credible interval per environment.
+    equal-tailed ``prob`` credible interval per environment. Given ``allowed`` (l, l) bool, the pairs the
+    fitted order holds strengths for, also ``in_fitted_order``; an edge that points against the fitted order
+    (the environment bootstrap reversed it in most draws) has no strengths of its own: its ``weight``,
+    ``weight_per_env`` and ``weight_ci`` are ``nan``.
     """
     g = nx.DiGraph()
     g.add_nodes_from(names)
@@ -195,9 +199,14 @@ def to_networkx(inclusion: np.ndarray, weight: np.ndarray, *, names, threshold: 
     for j in range(l):
         for i in range(l):
             if i != j and inclusion[j, i] >= threshold:
-                attrs = {"probability": float(inclusion[j, i]), "weight": float(weight[:, j, i].mean()),
-                         "weight_per_env": weight[:, j, i].copy()}
+                fitted = True if allowed is None else bool(allowed[j, i])
+                nan = np.full(weight.shape[0], np.nan)
+                attrs = {"probability": float(inclusion[j, i]),
+                         "weight": float(weight[:, j, i].mean()) if fitted else float("nan"),
+                         "weight_per_env": weight[:, j, i].copy() if fitted else nan}
                 if lo is not None:
-                    attrs["weight_ci"] = (lo[:, j, i].copy(), hi[:, j, i].copy())
+                    attrs["weight_ci"] = (lo[:, j, i].copy(), hi[:, j, i].copy()) if fitted else (nan, nan.copy())
+                if allowed is not None:
+                    attrs["in_fitted_order"] = fitted
                 g.add_edge(names[j], names[i], **attrs)
     return g

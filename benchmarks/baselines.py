@@ -25,14 +25,18 @@ from multiprocessing import get_context
 
 import numpy as np
 
-METHODS = ("LatentCausalModel", "VAE", "BetaVAE", "IVAE", "LinearLatentSCM", "LANCA")
-GRAPH_METHODS = {"LatentCausalModel", "LinearLatentSCM", "LANCA"}
+METHODS = ("LatentCausalModel", "PaperL1", "VAE", "BetaVAE", "IVAE", "LinearLatentSCM", "LANCA")
+GRAPH_METHODS = {"LatentCausalModel", "PaperL1", "LinearLatentSCM", "LANCA"}
+# "PaperL1": the paper's point-estimate method, the same model with the L1 (Laplace, MAP) prior on the
+# per-environment strengths and thresholded masks (no environment bootstrap): 0/1 edge probabilities
 
 
 def _estimator(method: str, **kw):
-    if method == "LatentCausalModel":
+    if method in ("LatentCausalModel", "PaperL1"):
         from bayes_crl import LatentCausalModel
 
+        if method == "PaperL1":
+            kw = {**kw, "edge_prior": "laplace", "n_order_draws": 0}
         return LatentCausalModel(**kw)
     from bayes_crl import baselines
 
@@ -40,7 +44,8 @@ def _estimator(method: str, **kw):
 
 
 def _key(r: dict) -> tuple:
-    return (r["method"], r["n_latents"], r["seed"], r["n_envs"], r["n_per_env"], r["n_obs_dims"], r["steps"])
+    return (r["method"], r["n_latents"], r["seed"], r["n_envs"], r["n_per_env"], r["n_obs_dims"], r["steps"],
+            r.get("noise", "gaussian"), bool(r.get("post_nonlinear", False)))
 
 
 def run_one(job: dict) -> dict:
@@ -51,7 +56,8 @@ def run_one(job: dict) -> dict:
     from bayes_crl import simulate_latent_anm
 
     data = simulate_latent_anm(n_latents=job["n_latents"], n_envs=job["n_envs"], n_per_env=job["n_per_env"],
-                               n_obs_dims=job["n_obs_dims"], mechanism="nonlinear", random_state=job["seed"])
+                               n_obs_dims=job["n_obs_dims"], mechanism="nonlinear", noise=job.get("noise", "gaussian"),
+                               post_nonlinear=bool(job.get("post_nonlinear", False)), random_state=job["seed"])
     kw = {"n_latents": job["n_latents"], "random_state": job["seed"]}
     if job["steps"] is not None:
         kw["num_steps"] = job["steps"]
@@ -90,23 +96,32 @@ def _fmt(v, spec: str = ".3f") -> str:
 
 
 def summarise(rows: list[dict]) -> str:
-    """Markdown table, one row per (n_latents, method)."""
-    lines = ["| l | method | fits | MPC median | MPC min | SHD median | SHD=0 | Brier mean | fit s (median) |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for l in sorted({r["n_latents"] for r in rows}):
-        for method in METHODS:
-            rs = [r for r in rows if r["n_latents"] == l and r["method"] == method]
-            if not rs:
-                continue
-            mpcs = np.array([r["mpc"] for r in rs])
-            graph = method in GRAPH_METHODS
-            shds = np.array([r["shd"] for r in rs]) if graph else None
-            lines.append(
-                f"| {l} | {method} | {len(rs)} | {np.median(mpcs):.3f} | {mpcs.min():.3f} | "
-                f"{_fmt(float(np.median(shds)) if graph else None, '.1f')} | "
-                f"{f'{int((shds == 0).sum())}/{len(rs)}' if graph else '—'} | "
-                f"{_fmt(float(np.mean([r['brier'] for r in rs])) if graph else None)} | "
-                f"{np.median([r['fit_seconds'] for r in rs]):.1f} |")
+    """Markdown table, one row per (environments, n_latents, method); AUROC pooled over the fits' edges."""
+    from sklearn.metrics import roc_auc_score
+
+    lines = ["| E | l | method | fits | MPC median | MPC min | SHD median | SHD=0 | Brier mean | AUROC pooled | "
+             "fit s (median) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for e in sorted({r["n_envs"] for r in rows}):
+        for l in sorted({r["n_latents"] for r in rows}):
+            for method in METHODS:
+                rs = [r for r in rows if r["n_latents"] == l and r["method"] == method and r["n_envs"] == e]
+                if not rs:
+                    continue
+                mpcs = np.array([r["mpc"] for r in rs])
+                graph = method in GRAPH_METHODS
+                shds = np.array([r["shd"] for r in rs]) if graph else None
+                auroc = None
+                if graph:
+                    off = [~np.eye(len(r["truth"]), dtype=bool) for r in rs]
+                    y = np.concatenate([np.array(r["truth"])[o] for r, o in zip(rs, off)])
+                    p = np.concatenate([np.array(r["probs"])[o] for r, o in zip(rs, off)])
+                    auroc = float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else None
+                lines.append(
+                    f"| {e} | {l} | {method} | {len(rs)} | {np.median(mpcs):.3f} | {mpcs.min():.3f} | "
+                    f"{_fmt(float(np.median(shds)) if graph else None, '.1f')} | "
+                    f"{f'{int((shds == 0).sum())}/{len(rs)}' if graph else '—'} | "
+                    f"{_fmt(float(np.mean([r['brier'] for r in rs])) if graph else None)} | {_fmt(auroc)} | "
+                    f"{np.median([r['fit_seconds'] for r in rs]):.1f} |")
     return "\n".join(lines)
 
 
@@ -120,7 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=5, help="number of seeds per l (seeds 0..N-1)")
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
     ap.add_argument("--steps", type=int, default=None, help="num_steps of every method (default: their own)")
-    ap.add_argument("--envs", type=int, default=30, help="environments per data set")
+    ap.add_argument("--envs", type=_ints, default=[30], help="environments per data set (comma-separated: a sweep)")
+    ap.add_argument("--noise", default="gaussian", choices=["gaussian", "laplace", "gamma"],
+                    help="latent noise family of the simulated data (every method keeps its defaults)")
+    ap.add_argument("--post-nonlinear", action="store_true", help="simulate z_i = h_i(g_i + n_i)")
     ap.add_argument("--rows", type=int, default=1000, help="rows per environment")
     ap.add_argument("--dims", type=int, default=10, help="observed dimensions")
     ap.add_argument("--workers", type=int, default=2, help="fits run side by side (one torch thread each)")
@@ -139,8 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         with open(a.results) as f:
             rows = [json.loads(line) for line in f if line.strip()]
     done = {_key(r) for r in rows}
-    jobs = [dict(method=m, n_latents=l, seed=s, n_envs=a.envs, n_per_env=a.rows, n_obs_dims=a.dims, steps=a.steps)
-            for l in a.latents for s in range(a.seeds) for m in methods]
+    jobs = [dict(method=m, n_latents=l, seed=s, n_envs=e, n_per_env=a.rows, n_obs_dims=a.dims, steps=a.steps,
+                 noise=a.noise, post_nonlinear=a.post_nonlinear)
+            for e in a.envs for l in a.latents for s in range(a.seeds) for m in methods]
     todo = [j for j in jobs if _key(j) not in done]
     print(f"{len(todo)} fits to run ({len(jobs) - len(todo)} already in {a.results})", flush=True)
     t0 = time.time()
@@ -150,12 +169,13 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(r)
                 with open(a.results, "a") as f:
                     f.write(json.dumps(r) + "\n")
-                print(f"l={r['n_latents']} seed {r['seed']} {r['method']:>17}: MPC {r['mpc']:.3f} "
+                print(f"l={r['n_latents']} E={r['n_envs']} seed {r['seed']} {r['method']:>17}: MPC {r['mpc']:.3f} "
                       f"SHD {_fmt(r['shd'], '.0f')} Brier {_fmt(r['brier'])} ({r['fit_seconds']:.0f} s)", flush=True)
     wanted = {_key(j) for j in jobs}
     table = summarise([r for r in rows if _key(r) in wanted])
-    header = (f"Data: simulate_latent_anm(n_latents=l, n_envs={a.envs}, n_per_env={a.rows}, n_obs_dims={a.dims}, "
-              f"mechanism='nonlinear'), chain graph, Gaussian noise; seeds 0..{a.seeds - 1}; num_steps="
+    header = (f"Data: simulate_latent_anm(n_latents=l, n_envs={','.join(map(str, a.envs))}, n_per_env={a.rows}, "
+              f"n_obs_dims={a.dims}, mechanism='nonlinear', noise={a.noise!r}, post_nonlinear={a.post_nonlinear}), "
+              f"chain graph; seeds 0..{a.seeds - 1}; num_steps="
               f"{a.steps if a.steps is not None else 'each method default'}. Machine: "
               f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
               f"{platform.python_version()}; {a.workers} fits in parallel, 1 torch thread each; wall time of this "

@@ -146,6 +146,10 @@ def test_edge_summary(model):
     np.testing.assert_allclose(tab["inclusion"].values, model.edge_inclusion_)
     assert list(tab["parent"].values) == list(model.latent_names_)
     assert tab["allowed"].values.sum() == L * (L - 1) // 2
+    o = tab["orientation"].values
+    np.testing.assert_allclose(o, model.edge_orientation_)
+    np.testing.assert_allclose(o + o.T, 1 - np.eye(L))  # each pair is ordered one way or the other
+    assert (model.edge_inclusion_ <= o + 1e-12).all()  # an edge needs its parent first
     assert len(tab.to_dataframe()) == L * L
 
 

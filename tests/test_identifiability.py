@@ -127,7 +127,15 @@ def test_smoke_on_fitted_model():
     assert rep.n_envs == 8 and rep.n_latents == L and rep.enough_envs
     assert [t.name for t in rep.latents] == list(model.latent_names_)
     assert all(t.status in ("root", "vanishing", "not_identified") for t in rep.latents)
-    assert rep.latents[0].status == "root"  # the first slot has no possible parent
+    # an edge against the fitted order (reversed by the environment bootstrap) is judged by the strengths of
+    # the fitted direction, never by the zeros the model holds for the reversed one
+    model.edge_inclusion_ = np.zeros((L, L))
+    model.edge_inclusion_[1, 0] = 1.0
+    rev = identifiability_report(model, threshold=0.5)
+    (par,) = rev.latents[0].parents
+    assert par.parent == "z1" and rev.latents[1].status == "root"
+    w = np.asarray(model._weight_draws)[:, :, 0, 1].mean(0)
+    assert np.isclose(par.min_abs_mean, np.abs(w).min())
     for t in rep.latents:
         for par in t.parents:
             assert set(par.vanishing_envs) <= set(labels)

@@ -137,8 +137,13 @@ def test_smoke_fit_every_prior(prior):
     assert draws["weight"].shape == (7, 6, 2, 2)
     g = m.to_networkx(threshold=0.0)
     assert set(g.nodes) == {"z0", "z1"}
-    for _, _, a in g.edges(data=True):
-        assert {"probability", "weight", "weight_per_env", "weight_ci"} <= set(a)
+    for u, v, a in g.edges(data=True):
+        assert {"probability", "weight", "weight_per_env", "weight_ci", "in_fitted_order"} <= set(a)
+        # an edge against the fitted order has no strengths of its own: nan, never a misleading 0
+        j, i = int(u[1:]), int(v[1:])
+        assert a["in_fitted_order"] == bool(m.result_.net.mask[j, i])
+        assert np.isnan(a["weight"]) != a["in_fitted_order"]
+    assert g.number_of_edges() == 2  # threshold 0: both orientations of the pair are listed
 
 
 def test_fit_is_deterministic_and_keeps_global_rng():
