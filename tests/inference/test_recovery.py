@@ -69,14 +69,16 @@ def test_null_no_latent_edges_gives_low_edge_probabilities():
     after the centring of 2026-11-24 (a plain mean over environments, moved by one environment where the
     parent's variance is tiny); 0, 0, 0 again with the pooled centring and effect measure (2026-11-24, session 5).
 
-    Under the horseshoe's definition (posterior probability of an explained-variance share >= 0.05) the
-    probabilities of one fit are near 0 or 1, so a single false edge among the three allowed ones (mean 0.33)
-    fails the check."""
+    Under the horseshoe's definition (posterior probability of an explained-variance share >= 0.05, with the
+    environments reweighted by the bootstrap draws) a clear false edge has a probability near 1, so a single
+    one among the three pairs (mean 0.33) fails the check. Both orientations of a pair count (session 7: edges
+    may point either way)."""
     d = simulate_latent_anm(n_latents=3, n_envs=30, n_per_env=500, mechanism="nonlinear",
                             graph=np.zeros((3, 3), dtype=int), random_state=0)
     m = LatentCausalModel(n_latents=3, random_state=0, num_steps=3000).fit(d.x, env=d.env)
-    allowed = np.triu(np.ones((3, 3)), 1).astype(bool)
-    assert m.edge_inclusion_[allowed].mean() <= 0.1
+    p = m.edge_inclusion_
+    pairs = np.triu(np.ones((3, 3)), 1).astype(bool)
+    assert (p + p.T)[pairs].mean() <= 0.1  # probability that a pair is adjacent, either way
 
 
 def test_many_environments_and_latents_fit_without_nonfinite_losses():
