@@ -92,8 +92,9 @@ class LatentCausalModel:
         precedes ``i`` in that draw's order. ``None``: 100 draws for up to 7 latents, 0 beyond (the cost grows as
         ``l 2^l``: about 7 s for 100 draws at l = 5, 200 s at l = 8). ``0``: the probabilities are conditional on
         the fitted order and on the environments' weights, as the variational posterior alone gives them
-        (effectively 0 or 1 with thousands of rows). Measured on 14 saved benchmark fits (session 7): edge
-        AUROC 0.749 -> 0.894 and Brier 0.134 -> 0.072 on the identifiable settings (BENCHMARKS.md).
+        (effectively 0 or 1 with thousands of rows). Measured on the same 8 fits of the identifiable benchmark settings
+        (chain l = 3, random l = 5; session 7, ``benchmarks/rescore.py``): edge AUROC 0.818 -> 0.919 and Brier
+        0.096 -> 0.081 (BENCHMARKS.md).
     progress : bool, default False
         Show a progress bar during ``fit``.
     strict : bool, default False
