@@ -36,7 +36,8 @@ def inclusion_context(result: FitResult, x: torch.Tensor, env: torch.Tensor, *, 
     -------
     dict
         ``n_per_env`` (float, mean rows per environment), ``snr_env`` (E, l, l):
-        ``Var(phi_ji(z_j) | u) / scale_i(u)^2``, ``snr`` (l, l) its mean over environments, and ``env_weight``
+        ``Var(phi_ji(z_j) | u) / scale_i(u)^2`` with ``z`` drawn from the encoder's posterior ``q(z | x, u)`` (one
+        draw per row, seeded by ``seed``), ``snr`` (l, l) its mean over environments, and ``env_weight``
         (E, l): ``n_u scale_i(u)^2`` normalised over environments (how much each environment contributes to the
         child's noise variance; :func:`bayes_crl.priors.edge_effect` pools with it). With ``n_order_draws > 0``
         also ``order_draws`` (B, l) int64 (latent indices, root first) and ``env_draws`` (B, E): the bootstrap
@@ -54,9 +55,15 @@ def inclusion_context(result: FitResult, x: torch.Tensor, env: torch.Tensor, *, 
         keep = torch.zeros(n, dtype=torch.bool)
         keep[torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))[:MAX_SEARCH_ROWS]] = True
     zs = []
+    gen = torch.Generator().manual_seed(seed + 2)
+    shift = net.shift_matrix()
     for i in range(0, n, 65536):  # chunked: memory does not grow with N
-        z = encode(net, x[i:i + 65536], env[i:i + 65536])
-        feats = net.features(z)  # (B, l, l)
+        loc, scale = net.encoder(x[i:i + 65536], env[i:i + 65536])
+        z = loc @ shift  # posterior means (as encode)
+        # the parents' features on latents drawn from q(z | x, u), one draw per row: the model's noise scales are
+        # those of latents drawn from q (their variance includes q's), so the explained variance is measured on the
+        # same footing (on posterior means it comes out smaller, and weak edges fall below min_effect)
+        feats = net.features((loc + scale * torch.randn(loc.shape, generator=gen)) @ shift)  # (B, l, l)
         s1.index_add_(0, env[i:i + 65536], feats)
         s2.index_add_(0, env[i:i + 65536], feats**2)
         if n_order_draws > 0:
