@@ -255,13 +255,17 @@ def plot_strengths(model: "LatentCausalModel", edge: tuple[int | str, int | str]
     Returns
     -------
     Axes
-        One errorbar container (``ax.containers[0]``) with E points, and a horizontal line at 0.
+        One errorbar container (``ax.containers[0]``) with E points, and a horizontal line at 0. For an edge that
+        points against the fitted order, the strengths are those of the fitted direction (the title names it).
     """
     _check_fitted(model, "plot_strengths")
     if not 0 < prob < 1:
         raise BayesCRLValueError(f"'prob' must be in (0, 1). Got {prob!r}.")
     j, i = _latent_index(model, edge[0], "edge[0]"), _latent_index(model, edge[1], "edge[1]")
-    draws = np.asarray(model._weight_draws)[:, :, j, i]  # (S, E)
+    # the model holds strengths only in the fitted order's direction; an edge the environment bootstrap reversed
+    # (or its reverse) is shown with the strengths of the fitted direction, and the title says so
+    fj, fi = (i, j) if bool(model.result_.net.mask[i, j]) else (j, i)
+    draws = np.asarray(model._weight_draws)[:, :, fj, fi]  # (S, E)
     a = (1 - prob) / 2
     lo, hi = np.quantile(draws, a, axis=0), np.quantile(draws, 1 - a, axis=0)
     mean = draws.mean(0)
@@ -275,7 +279,10 @@ def plot_strengths(model: "LatentCausalModel", edge: tuple[int | str, int | str]
     ax.set_xticks(xs, labels, rotation=90 if e > 8 else 0, fontsize=7)
     names = model.latent_names_
     pj = float(np.asarray(model.edge_inclusion_)[j, i])
-    ax.set_title(f"{names[j]} \u2192 {names[i]}  (P = {pj:.2f})", fontsize=9)
+    title = f"{names[j]} \u2192 {names[i]}  (P = {pj:.2f})"
+    if (fj, fi) != (j, i):
+        title += f"; strengths of the fitted direction {names[fj]} \u2192 {names[fi]}"
+    ax.set_title(title, fontsize=9)
     ax.set_xlabel("environment")
     ax.set_ylabel("strength W[u, parent, child]")
     return ax

@@ -84,6 +84,10 @@ def test_strengths_per_environment(model):
     assert len(line.get_xdata()) == E
     with pytest.raises(BayesCRLValueError, match="edge"):
         plots.plot_strengths(model, edge=("z0", "nope"))
+    # the reversed edge (against the fitted order) shows the fitted direction's strengths and says so
+    rev = plots.plot_strengths(model, edge=("z1", "z0"))
+    np.testing.assert_allclose(rev.containers[0].lines[0].get_ydata(), model._weight_draws[:, :, 0, 1].mean(0))
+    assert "fitted direction z0" in rev.get_title()
 
 
 def test_loss_lines():
