@@ -38,7 +38,7 @@ SUITES = {
         ("random5-gauss/horseshoe", dict(n_latents=5, graph="random", expected_degree=1.0, noise="gaussian"),
          {"edge_prior": "horseshoe"}, range(3)),
         ("chain3-gauss/laplace", dict(n_latents=3, graph="chain", noise="gaussian"), {"edge_prior": "laplace"},
-         range(2)),
+         range(5)),
         ("chain3-gauss/none", dict(n_latents=3, graph="chain", noise="gaussian"), {"edge_prior": "none"}, range(2)),
         # no latent edges at all: every inclusion probability should be low
         ("null3-gauss", dict(n_latents=3, graph="random", expected_degree=0.0, noise="gaussian"), {}, range(3)),
