@@ -147,6 +147,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="write the summary table (with machine and wall time) to this file")
     ap.add_argument("--only", default=None, help="comma-separated settings to run")
     ap.add_argument("--save-dir", default=None, help="also save each fitted model here (for offline analysis)")
+    ap.add_argument("--prior", default=None, help="fit every setting with this edge_prior instead (setting names get "
+                    "'/<prior>' appended)")
     a = ap.parse_args(argv)
     os.makedirs(os.path.dirname(a.results), exist_ok=True)
     done = set()
@@ -157,7 +159,12 @@ def main(argv=None) -> int:
             rows.append(r)
             done.add((r["setting"], r["seed"]))
     only = set(a.only.split(",")) if a.only else None
-    jobs = [(n, sk, mk, s, a.save_dir) for n, sk, mk, seeds in SUITES[a.suite] for s in seeds
+    suite = SUITES[a.suite]
+    if a.prior:
+        suite = [(f"{n.split('/')[0]}/{a.prior}", sk, {**mk, "edge_prior": a.prior}, seeds) for n, sk, mk, seeds in suite
+                 if only is None or n in only]
+        only = {n for n, *_ in suite}
+    jobs = [(n, sk, mk, s, a.save_dir) for n, sk, mk, seeds in suite for s in seeds
             if (n, s) not in done and (only is None or n in only)]
     print(f"{len(jobs)} fits to run ({len(done)} already in {a.results})", flush=True)
     t0 = time.time()
