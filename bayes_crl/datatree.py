@@ -108,23 +108,6 @@ def _site_dims(shape: tuple, n_envs: int, n_latents: int) -> list[str] | None:
     return None
 
 
-def _per_draw_inclusion(prior, draws: dict[str, torch.Tensor], context: dict) -> torch.Tensor:
-    """0/1 inclusion indicator per draw (S, l, l), by the prior's definition applied to each single draw.
-
-    The priors' :meth:`inclusion` average over the leading draw axis; giving every site a leading axis of
-    length 1 makes that average a per-draw value. Falls back to a loop over draws if a prior does not
-    broadcast that way.
-    """
-    s = next(iter(draws.values())).shape[0]
-    try:
-        out = prior.inclusion({k: v.unsqueeze(0) for k, v in draws.items()}, context)
-        if tuple(out.shape[:1]) == (s,) and out.dim() == 3:
-            return out
-    except (RuntimeError, IndexError, ValueError):
-        pass
-    return torch.stack([prior.inclusion({k: v[t:t + 1] for k, v in draws.items()}, context) for t in range(s)])
-
-
 @torch.no_grad()
 def _simulated_context(model: Any, num_per_env: int, seed: int) -> dict:
     """The priors' signal-to-noise context computed from latents simulated from the fitted model.
@@ -311,13 +294,10 @@ def to_datatree(model: "LatentCausalModel", x: Any = None, env: Any = None, *, n
     context = getattr(model, "_inclusion_context", None)
     if context is None:
         context = inclusion_context(result, xt, codes) if xt is not None else _simulated_context(model, 256, seed)
-    with torch.no_grad():
-        if "order_draws" in context:  # the same draws as posterior_draws (same seed), each paired with an order
-            incl = edge_indicator_draws(result, context, num_samples, seed).numpy()
-            incl_mask = ~np.eye(l, dtype=bool)
-        else:
-            incl = (_per_draw_inclusion(prior, draws_t, context) * net.mask).numpy()
-            incl_mask = mask
+    # the same draws as posterior_draws (same seed); with orientation draws each is paired with an order and an
+    # edge may point either way, otherwise only the fitted order's edges exist
+    incl = edge_indicator_draws(result, context, num_samples, seed).numpy()
+    incl_mask = ~np.eye(l, dtype=bool) if "order_draws" in context else mask
 
     posterior: dict[str, np.ndarray] = {}
     dims: dict[str, list[str]] = {}

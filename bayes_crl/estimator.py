@@ -90,11 +90,12 @@ class LatentCausalModel:
         (:func:`bayes_crl.posterior.edge_indicator_draws`): an edge ``j -> i`` is included in a draw when the pair
         is adjacent by the prior's rule, with the environments reweighted by the bootstrap weights, and ``j``
         precedes ``i`` in that draw's order. ``None``: 100 draws for up to 7 latents, 0 beyond (the cost grows as
-        ``l 2^l``: about 7 s for 100 draws at l = 5, 200 s at l = 8). ``0``: the probabilities are conditional on
+        ``l 2^l``: per 100 draws on 30 x 1000 rows, about 1 s at l = 3, 9 s at l = 5, 84 s at l = 7, 240 s at
+        l = 8; BENCHMARKS.md). ``0``: the probabilities are conditional on
         the fitted order and on the environments' weights, as the variational posterior alone gives them
         (effectively 0 or 1 with thousands of rows). Measured on the same 8 fits of the identifiable benchmark settings
-        (chain l = 3, random l = 5; session 7, ``benchmarks/rescore.py``): edge AUROC 0.818 -> 0.919 and Brier
-        0.096 -> 0.081 (BENCHMARKS.md).
+        (chain l = 3, random l = 5; session 7, ``benchmarks/rescore.py``): edge AUROC 0.818 -> 0.917 and Brier
+        0.096 -> 0.080 (BENCHMARKS.md).
     progress : bool, default False
         Show a progress bar during ``fit``.
     strict : bool, default False

@@ -32,7 +32,7 @@ import itertools
 import numpy as np
 
 __all__ = ["best_order", "best_order_from_scores", "bootstrap_orders", "env_grams", "local_scores", "order_scores",
-           "precedence", "scores_from_grams"]
+           "positions", "precedence", "scores_from_grams"]
 
 _K = 3
 
@@ -306,8 +306,9 @@ def bootstrap_orders(z: np.ndarray, env: np.ndarray, *, n_draws: int = 100, n_en
         Latents.
     env : ndarray (N,) int codes in ``0..n_envs-1``
     n_draws : int
-        Bootstrap draws ``B``. Cost: one score table per draw (about 0.05 s at l = 5 with the shared score,
-        2 s at l = 8, on one core; the Gram matrices are computed once).
+        Bootstrap draws ``B``. Cost: one score table per draw (with the shared score on 30 x 1000 rows, one
+        core: about 0.01 s at l = 3, 0.09 s at l = 5, 0.8 s at l = 7, 2.4 s at l = 8; the Gram matrices are
+        computed once; BENCHMARKS.md, session 7).
     n_envs : int, optional
         Number of environment codes (default ``env.max() + 1``); codes without rows get weight 0.
     noise, shared, penalty
@@ -343,10 +344,16 @@ def bootstrap_orders(z: np.ndarray, env: np.ndarray, *, n_draws: int = 100, n_en
     return orders, weights
 
 
-def precedence(orders: np.ndarray) -> np.ndarray:
-    """``P[j, i]``: the fraction of the orders (B, l) in which ``j`` comes before ``i`` (diagonal 0)."""
+def positions(orders: np.ndarray) -> np.ndarray:
+    """Position of every latent in each order: ``pos[b, orders[b, k]] = k`` (B, l)."""
     orders = np.asarray(orders)
     b, l = orders.shape
     pos = np.empty_like(orders)
     pos[np.arange(b)[:, None], orders] = np.arange(l)[None]
+    return pos
+
+
+def precedence(orders: np.ndarray) -> np.ndarray:
+    """``P[j, i]``: the fraction of the orders (B, l) in which ``j`` comes before ``i`` (diagonal 0)."""
+    pos = positions(orders)
     return (pos[:, :, None] < pos[:, None, :]).mean(0)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from bayes_crl.infer import FitResult, encode
+from bayes_crl.order import bootstrap_orders, positions, precedence
 
 __all__ = ["inclusion_context", "posterior_draws", "edge_indicator_draws", "edge_inclusion", "edge_orientation",
            "most_probable_graphs", "credible_interval", "to_networkx"]
@@ -77,8 +78,6 @@ def inclusion_context(result: FitResult, x: torch.Tensor, env: torch.Tensor, *, 
     ctx = {"n_per_env": float(counts.mean()), "snr": snr_env.mean(0), "snr_env": snr_env,
            "env_weight": wgt / wgt.sum(0, keepdim=True)}
     if n_order_draws > 0 and l > 1:
-        from bayes_crl.order import bootstrap_orders
-
         z = torch.cat(zs).double().numpy()
         ev = env.numpy() if keep is None else env[keep].numpy()
         orders, weights = bootstrap_orders(z, ev, n_draws=n_order_draws, n_envs=e, noise=result.noise.name,
@@ -136,10 +135,7 @@ def edge_indicator_draws(result: FitResult, context: dict, num_samples: int = 10
     ctx["env_weight"] = ew / ew.sum(1, keepdim=True).clamp(min=1e-30)
     ind = result.prior.indicators(d, ctx) & mask
     adj = ind | ind.transpose(-1, -2)
-    l = mask.shape[0]
-    pos = torch.empty_like(orders)
-    pos.scatter_(1, orders, torch.arange(l).expand_as(orders))
-    pos = pos[b]  # (S, l)
+    pos = torch.as_tensor(positions(orders.numpy()))[b]  # (S, l): each draw's position of every latent
     return adj & (pos.unsqueeze(-1) < pos.unsqueeze(-2))
 
 
@@ -149,14 +145,12 @@ def edge_inclusion(result: FitResult, context: dict, num_samples: int = 1000, se
     return edge_indicator_draws(result, context, num_samples, seed).to(torch.float64).mean(0).numpy()
 
 
-def edge_orientation(context: dict, order: tuple | None = None) -> np.ndarray:
+def edge_orientation(context: dict) -> np.ndarray:
     """``P[j, i]``: the probability that latent ``j`` precedes latent ``i`` in the causal order (l, l).
 
     From the environment-bootstrap ``order_draws`` of ``context``; without them, 1 where the fitted slot
     order (slots are numbered in causal order) puts ``j`` first.
     """
-    from bayes_crl.order import precedence
-
     if "order_draws" in context:
         return precedence(np.asarray(context["order_draws"]))
     l = context["snr_env"].shape[-1]

@@ -84,11 +84,19 @@ def fit_and_score(model, data, job: dict) -> dict:
            "fit_seconds": float(seconds), "truth": data.adjacency.tolist(),
            "shd": None, "brier": None, "auroc": None, "probs": None}
     if hasattr(model, "edge_inclusion_"):
-        probs = metrics.align_graph(model.edge_inclusion_, perm)
-        out.update(shd=float(metrics.shd(data.adjacency, probs, threshold=0.5)),
-                   brier=float(metrics.brier(data.adjacency, probs)),
-                   auroc=float(metrics.edge_auroc(data.adjacency, probs)), probs=probs.tolist())
+        out.update(graph_scores(model.edge_inclusion_, perm, data.adjacency))
     return out
+
+
+def graph_scores(inclusion, perm, adjacency) -> dict:
+    """Edge probabilities ``inclusion`` (l, l) of learned latents, aligned to the true ones by ``perm`` (from
+    ``metrics.mpc(..., return_matching=True)``) and scored against ``adjacency``: ``probs`` (aligned, as a
+    list), ``shd`` (at 0.5), ``brier`` and ``auroc``. Shared by the benchmark scripts."""
+    from bayes_crl import metrics
+
+    probs = metrics.align_graph(inclusion, perm)
+    return {"probs": probs.tolist(), "shd": float(metrics.shd(adjacency, probs, threshold=0.5)),
+            "brier": float(metrics.brier(adjacency, probs)), "auroc": float(metrics.edge_auroc(adjacency, probs))}
 
 
 def _fmt(v, spec: str = ".3f") -> str:

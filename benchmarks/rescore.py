@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
+    from baselines import graph_scores  # benchmarks/baselines.py
     from bayes_crl import LatentCausalModel, metrics, simulate_latent_anm
     from bayes_crl._validation import check_random_state
     from bayes_crl.posterior import edge_inclusion, inclusion_context
@@ -57,11 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             warnings.simplefilter("ignore")
             z_hat = m.transform(data.x, env=data.env)
         _, perm, _ = metrics.mpc(data.z, z_hat, return_matching=True)
-        probs = metrics.align_graph(p, perm)
-        out = {**r, "prior": f"{r['prior']} (n_order_draws={a.n_order_draws})", "probs": probs.tolist(),
-               "shd": float(metrics.shd(data.adjacency, probs, threshold=0.5)),
-               "auroc": float(metrics.edge_auroc(data.adjacency, probs)),
-               "brier": float(metrics.brier(data.adjacency, probs))}
+        out = {**r, "prior": f"{r['prior']} (n_order_draws={a.n_order_draws})",
+               **graph_scores(p, perm, data.adjacency)}
         rows.append(out)
         print(f"{r['setting']} seed {r['seed']}: Brier {r['brier']:.3f} -> {out['brier']:.3f}, SHD {r['shd']:.0f} -> "
               f"{out['shd']:.0f}", flush=True)
