@@ -286,3 +286,37 @@ def test_final_order_search_uses_the_shared_score_and_earlier_ones_the_free_scor
     seen.clear()
     infer.fit_svi(x, env, **kw, final_shared_score=False)
     assert seen == [False, False, False]
+
+
+@pytest.mark.parametrize("later, expected", [("local", [64, 1, 1]), ("global", [64, 64, 64]), ("off", [64])])
+def test_later_unmixings_search_locally_by_default(monkeypatch, later, expected):
+    """The warm-up unmixing searches from 64 starts; the ones at the recheck and on the final latents make one
+    descent from the current coordinates (``later_unmix="local"``), 64 starts with ``"global"``, none with
+    ``"off"``."""
+    import bayes_crl.infer as infer
+    import bayes_crl.unmix as unmix
+
+    d = simulate_latent_anm(n_latents=3, n_envs=6, n_per_env=60, n_obs_dims=5, random_state=0)
+    x = torch.as_tensor((d.x - d.x.mean(0)) / d.x.std(0), dtype=torch.float32)
+    env = torch.as_tensor(np.unique(d.env, return_inverse=True)[1])
+    starts = []
+    real = unmix.sparse_unmixing
+
+    def spy(z, e, **kw):
+        starts.append(kw.get("n_starts", 64))
+        return real(z, e, **{**kw, "steps": 5})
+
+    monkeypatch.setattr(unmix, "sparse_unmixing", spy)
+    kw = dict(n_latents=3, n_envs=6, prior=get_prior("horseshoe"), noise=get_noise_family("gaussian"),
+              num_steps=20, batch_size=64, refit_frac=0.1, seed=0)
+    infer.fit_svi(x, env, **kw, **({} if later == "local" else {"later_unmix": later}))
+    assert starts == expected
+
+
+def test_later_unmix_rejects_an_unknown_mode():
+    from bayes_crl.infer import fit_svi
+
+    x, env = torch.zeros(10, 4), torch.zeros(10, dtype=torch.int64)
+    with pytest.raises(ValueError, match=r"'later_unmix' argument of fit_svi must be one of .* Got 'sometimes'"):
+        fit_svi(x, env, n_latents=2, n_envs=1, prior=get_prior("horseshoe"), noise=get_noise_family("gaussian"),
+                later_unmix="sometimes")
