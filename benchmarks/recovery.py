@@ -109,7 +109,7 @@ def summarise(rows: list[dict]) -> str:
     out.append("| setting | prior | seeds | MPC median | MPC min | per-latent corr (median) | SHD median | SHD=0 | "
                "AUROC (pooled) | Brier | fit s (median) |")
     out.append("|---|---|---|---|---|---|---|---|---|---|---|")
-    from bayes_crl import metrics
+    from sklearn.metrics import roc_auc_score
 
     for s in settings:
         rs = [r for r in rows if r["setting"] == s]
@@ -118,24 +118,12 @@ def summarise(rows: list[dict]) -> str:
         shds = np.array([r["shd"] for r in rs])
         t = np.concatenate([np.array(r["truth"])[~np.eye(len(r["truth"]), dtype=bool)] for r in rs])
         p = np.concatenate([np.array(r["probs"])[~np.eye(len(r["probs"]), dtype=bool)] for r in rs])
-        au = metrics.edge_auroc(_sq(t), _sq(p)) if 0 < t.sum() < len(t) else float("nan")
+        au = float(roc_auc_score(t, p)) if 0 < t.sum() < len(t) else float("nan")
         br = float(np.mean((p - t) ** 2))
         out.append(f"| {s} | {rs[0]['prior']} | {len(rs)} | {np.median(mpcs):.3f} | {mpcs.min():.3f} | "
                    f"{', '.join(f'{c:.3f}' for c in pl)} | {np.median(shds):.1f} | {(shds == 0).sum()}/{len(rs)} | "
                    f"{au:.3f} | {br:.3f} | {np.median([r['fit_seconds'] for r in rs]):.0f} |")
     return "\n".join(out)
-
-
-def _sq(v: np.ndarray) -> np.ndarray:
-    """Pack a flat vector of off-diagonal entries into a square matrix whose off-diagonal holds them."""
-    n = int(np.ceil((1 + np.sqrt(1 + 4 * len(v))) / 2))
-    m = np.zeros((n, n))
-    idx = [(i, j) for i in range(n) for j in range(n) if i != j][: len(v)]
-    pad = np.full(n * (n - 1) - len(v), 0.0)
-    vals = np.concatenate([v, pad])
-    for (i, j), x in zip([(i, j) for i in range(n) for j in range(n) if i != j], vals):
-        m[i, j] = x
-    return m
 
 
 def main(argv=None) -> int:
