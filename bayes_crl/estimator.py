@@ -79,7 +79,8 @@ class LatentCausalModel:
         starts from many random maps; the later ones descend from the current coordinates only
         (``bayes_crl.infer.fit_svi(later_unmix="local")``): a many-start search there often jumped to a wrong
         basin of the (nonlinearity-biased) sparsity criterion. Session 8, 8 identifiable fits: chain MPC
-        minimum 0.872 -> 0.945, edge AUROC 0.917 -> 0.948, Brier 0.080 -> 0.074; on the 18 fits of other
+        minimum 0.872 -> 0.945, edge AUROC 0.917 -> 0.948, Brier 0.080 -> 0.074 (0.960 and 0.064 with the
+        inclusion threshold of session 8, :data:`bayes_crl.priors.MIN_EFFECT`); on the 18 fits of other
         generators a wash (4 better, 5 worse by more than 0.02; median MPC 0.970 -> 0.932; BENCHMARKS.md).
     min_obs_scale : float, default 0.1
         Floor of the decoder noise scale, in units of the standardised ``x``: keeps the prior's say in the

@@ -199,7 +199,7 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
         chain benchmark is at MPC 0.93-0.99, not 1, and on fitted latents a global search often jumps to a
         wrong basin (chain seed 2: 0.955 before the recheck, 0.845 after). Measured on the 8 identifiable
         benchmark fits (session 8): ``"global"`` chain MPC min 0.872, pooled edge AUROC 0.917, Brier 0.080;
-        ``"local"`` min 0.945, 0.948, 0.074; ``"off"`` broke random 5-latent graphs (MPC 0.84-0.86, SHD 8).
+        ``"local"`` min 0.945, 0.948, 0.074 (both with ``min_effect`` 0.05); ``"off"`` broke random 5-latent graphs (MPC 0.84-0.86, SHD 8).
     final_order_check : bool
         Search the order once more on the final latents (with ``unmix``: unmix them first and centre them in
         the order found); if it differs from the slot order, or the latents were unmixed and centred, refit the

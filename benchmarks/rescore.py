@@ -11,12 +11,14 @@ fixed, the probabilities of the variational posterior alone) and writes rows in 
     python benchmarks/calibration.py --results benchmarks/results/recovery_s7.jsonl runs/s7/rescored0.jsonl \\
         --settings chain3-gauss,random5-gauss
 
-The fits are the same, so this isolates what the orientation draws change. The bootstrap seed is the one the
+The fits are the same, so this isolates what the orientation draws change. ``--min-effect`` rescores with
+another inclusion threshold (``bayes_crl.priors.MIN_EFFECT``; the saved fits keep the one they were made with). The bootstrap seed is the one the
 estimator uses (derived from ``random_state``), so ``--n-order-draws 100`` reproduces the rows' probabilities.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -28,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", required=True, help="JSON lines of benchmarks/recovery.py")
     ap.add_argument("--models", required=True, help="the --save-dir of that run")
     ap.add_argument("--n-order-draws", type=int, required=True)
+    ap.add_argument("--min-effect", type=float, default=None,
+                    help="score with this inclusion threshold instead of the one saved with each fit's prior")
     ap.add_argument("--out", required=True, help="JSON-lines file written (overwritten)")
     a = ap.parse_args(argv)
 
@@ -53,12 +57,16 @@ def main(argv: list[str] | None = None) -> int:
         seed = int(check_random_state(m.random_state).integers(2**31 - 1))  # as in LatentCausalModel.fit
         ctx = inclusion_context(m.result_, m._scale(x), torch.as_tensor(codes), n_order_draws=a.n_order_draws,
                                 seed=seed)
-        p = edge_inclusion(m.result_, ctx, m.num_posterior_samples, seed)
+        result = m.result_
+        if a.min_effect is not None:
+            result = dataclasses.replace(result, prior=dataclasses.replace(result.prior, min_effect=a.min_effect))
+        p = edge_inclusion(result, ctx, m.num_posterior_samples, seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             z_hat = m.transform(data.x, env=data.env)
         _, perm, _ = metrics.mpc(data.z, z_hat, return_matching=True)
-        out = {**r, "prior": f"{r['prior']} (n_order_draws={a.n_order_draws})",
+        tag = f"n_order_draws={a.n_order_draws}" + ("" if a.min_effect is None else f", min_effect={a.min_effect}")
+        out = {**r, "prior": f"{r['prior']} ({tag})",
                **graph_scores(p, perm, data.adjacency)}
         rows.append(out)
         print(f"{r['setting']} seed {r['seed']}: Brier {r['brier']:.3f} -> {out['brier']:.3f}, SHD {r['shd']:.0f} -> "
