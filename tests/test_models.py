@@ -219,14 +219,19 @@ def test_latent_only_model_leaves_out_x_and_keeps_z_density():
     assert torch.equal(full.nodes[SITE_Z]["log_prob_sum"], lat.nodes[SITE_Z]["log_prob_sum"])
 
 
+def _tiny_chain():
+    """Standardised x (360, 5) float32 and env codes (360,) of a small 3-latent simulation (6 x 60 rows)."""
+    d = simulate_latent_anm(n_latents=3, n_envs=6, n_per_env=60, n_obs_dims=5, random_state=0)
+    x = torch.as_tensor((d.x - d.x.mean(0)) / d.x.std(0), dtype=torch.float32)
+    return x, torch.as_tensor(np.unique(d.env, return_inverse=True)[1])
+
+
 def test_final_order_check_reorders_and_refits_only_the_latent_model():
     """A final order search that disagrees with the slot order permutes the slots and refits the latent causal
     model with the encoder and decoder held fixed."""
     from bayes_crl.infer import fit_svi
 
-    d = simulate_latent_anm(n_latents=3, n_envs=6, n_per_env=60, n_obs_dims=5, random_state=0)
-    x = torch.as_tensor((d.x - d.x.mean(0)) / d.x.std(0), dtype=torch.float32)
-    env = torch.as_tensor(np.unique(d.env, return_inverse=True)[1])
+    x, env = _tiny_chain()
     calls = []
 
     def search(z, e):  # warm-up and recheck: keep the order; final check: reverse it
@@ -268,9 +273,7 @@ def test_final_order_search_uses_the_shared_score_and_earlier_ones_the_free_scor
     mechanism class (``shared=True``), unless ``final_shared_score=False``."""
     import bayes_crl.infer as infer
 
-    d = simulate_latent_anm(n_latents=3, n_envs=6, n_per_env=60, n_obs_dims=5, random_state=0)
-    x = torch.as_tensor((d.x - d.x.mean(0)) / d.x.std(0), dtype=torch.float32)
-    env = torch.as_tensor(np.unique(d.env, return_inverse=True)[1])
+    x, env = _tiny_chain()
     seen = []
     real = infer.best_order
 
@@ -296,9 +299,7 @@ def test_later_unmixings_search_locally_by_default(monkeypatch, later, expected)
     import bayes_crl.infer as infer
     import bayes_crl.unmix as unmix
 
-    d = simulate_latent_anm(n_latents=3, n_envs=6, n_per_env=60, n_obs_dims=5, random_state=0)
-    x = torch.as_tensor((d.x - d.x.mean(0)) / d.x.std(0), dtype=torch.float32)
-    env = torch.as_tensor(np.unique(d.env, return_inverse=True)[1])
+    x, env = _tiny_chain()
     starts = []
     real = unmix.sparse_unmixing
 
