@@ -71,6 +71,21 @@ SUITES = {
 SIM_DEFAULTS = dict(n_envs=30, n_per_env=1000, n_obs_dims=10, mechanism="nonlinear")
 
 
+def _patch_fit_svi(fit_kw: dict) -> None:
+    """Pool initializer: make every fit pass ``fit_kw`` to :func:`bayes_crl.infer.fit_svi` (options the estimator
+    does not expose, e.g. ``{"warmup_unmix": "local"}``)."""
+    if not fit_kw:
+        return
+    import bayes_crl.estimator as est
+
+    real = est.fit_svi
+
+    def fit_svi(*args, **kw):
+        return real(*args, **{**kw, **fit_kw})
+
+    est.fit_svi = fit_svi
+
+
 def run_one(job):
     name, simkw, modelkw, seed, save_dir = job
     import torch
@@ -134,6 +149,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="write the summary table (with machine and wall time) to this file")
     ap.add_argument("--only", default=None, help="comma-separated settings to run")
     ap.add_argument("--save-dir", default=None, help="also save each fitted model here (for offline analysis)")
+    ap.add_argument("--fit-svi-kw", default=None, help="JSON object of extra bayes_crl.infer.fit_svi arguments for every "
+                    "fit (setting names get '/<key>=<value>' appended), e.g. '{\"warmup_unmix\": \"local\"}'")
     ap.add_argument("--prior", default=None, help="fit every setting with this edge_prior instead (setting names get "
                     "'/<prior>' appended)")
     a = ap.parse_args(argv)
@@ -151,11 +168,16 @@ def main(argv=None) -> int:
         suite = [(f"{n.split('/')[0]}/{a.prior}", sk, {**mk, "edge_prior": a.prior}, seeds) for n, sk, mk, seeds in suite
                  if only is None or n in only]
         only = {n for n, *_ in suite}
+    fit_kw = json.loads(a.fit_svi_kw) if a.fit_svi_kw else {}
+    if fit_kw:
+        tag = ",".join(f"{k}={v}" for k, v in sorted(fit_kw.items()))
+        suite = [(f"{n}/{tag}", sk, mk, seeds) for n, sk, mk, seeds in suite if only is None or n in only]
+        only = {n for n, *_ in suite}
     jobs = [(n, sk, mk, s, a.save_dir) for n, sk, mk, seeds in suite for s in seeds
             if (n, s) not in done and (only is None or n in only)]
     print(f"{len(jobs)} fits to run ({len(done)} already in {a.results})", flush=True)
     t0 = time.time()
-    with get_context("spawn").Pool(a.workers) as pool:
+    with get_context("spawn").Pool(a.workers, initializer=_patch_fit_svi, initargs=(fit_kw,)) as pool:
         for r in pool.imap_unordered(run_one, jobs):
             rows.append(r)
             with open(a.results, "a") as f:

@@ -291,11 +291,12 @@ def test_final_order_search_uses_the_shared_score_and_earlier_ones_the_free_scor
     assert seen == [False, False, False]
 
 
-@pytest.mark.parametrize("later, expected", [("local", [64, 1, 1]), ("global", [64, 64, 64]), ("off", [64])])
-def test_later_unmixings_search_locally_by_default(monkeypatch, later, expected):
-    """The warm-up unmixing searches from 64 starts; the ones at the recheck and on the final latents make one
-    descent from the current coordinates (``later_unmix="local"``), 64 starts with ``"global"``, none with
-    ``"off"``."""
+@pytest.mark.parametrize("later, warmup, expected", [("local", "global", [64, 1, 1]), ("global", "global", [64, 64, 64]),
+                                                   ("off", "global", [64]), ("local", "local", [1, 1, 1])])
+def test_later_unmixings_search_locally_by_default(monkeypatch, later, warmup, expected):
+    """The warm-up unmixing searches from 64 starts (one descent with ``warmup_unmix="local"``); the ones at the
+    recheck and on the final latents make one descent from the current coordinates (``later_unmix="local"``),
+    64 starts with ``"global"``, none with ``"off"``."""
     import bayes_crl.infer as infer
     import bayes_crl.unmix as unmix
 
@@ -310,14 +311,17 @@ def test_later_unmixings_search_locally_by_default(monkeypatch, later, expected)
     monkeypatch.setattr(unmix, "sparse_unmixing", spy)
     kw = dict(n_latents=3, n_envs=6, prior=get_prior("horseshoe"), noise=get_noise_family("gaussian"),
               num_steps=20, batch_size=64, refit_frac=0.1, seed=0)
-    infer.fit_svi(x, env, **kw, **({} if later == "local" else {"later_unmix": later}))
+    infer.fit_svi(x, env, **kw, **({} if later == "local" else {"later_unmix": later}),
+                  **({} if warmup == "global" else {"warmup_unmix": warmup}))
     assert starts == expected
 
 
-def test_later_unmix_rejects_an_unknown_mode():
+@pytest.mark.parametrize("arg, match", [("later_unmix", r"must be one of 'local', 'global', 'off'\. Got 'sometimes'"),
+                                        ("warmup_unmix", r"must be 'local' or 'global'\. Got 'sometimes'")])
+def test_unmix_modes_reject_an_unknown_mode(arg, match):
     from bayes_crl.infer import fit_svi
 
     x, env = torch.zeros(10, 4), torch.zeros(10, dtype=torch.int64)
-    with pytest.raises(ValueError, match=r"'later_unmix' argument of fit_svi must be one of .* Got 'sometimes'"):
+    with pytest.raises(ValueError, match=f"'{arg}' argument of fit_svi " + match):
         fit_svi(x, env, n_latents=2, n_envs=1, prior=get_prior("horseshoe"), noise=get_noise_family("gaussian"),
-                later_unmix="sometimes")
+                **{arg: "sometimes"})
