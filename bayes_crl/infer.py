@@ -153,8 +153,8 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
             warmup_frac: float = 0.3, recheck_frac: float = 0.6, order_search=True, nonlinear: bool = True, hidden: int = 64,
             n_restarts: int = 1, encoder_env: bool = True, min_obs_scale: float = 0.0, unmix: bool = True,
             final_order_check: bool = True, final_shared_score: bool = True, refit_frac: float = 0.15,
-            later_unmix: str = "local", warmup_unmix: str = "global", seed: int = 0, max_bad_steps: int = 50, progress: bool = False,
-            callback=None, checkpoint_dir: str | None = None, checkpoint_every: int = 500,
+            later_unmix: str = "local", warmup_unmix: str = "global", seed: int = 0, max_bad_steps: int = 50,
+            progress: bool = False, callback=None, checkpoint_dir: str | None = None, checkpoint_every: int = 500,
             resume: bool = False) -> FitResult:
     """Fit the model by minibatch SVI.
 
@@ -385,7 +385,7 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
                       "batch_size": batch_size, "lr": lr, "seed": seed, "warm": warm, "prior": repr(prior),
                       "noise": noise.name, "hidden": hidden, "nonlinear": nonlinear, "n_restarts": n_restarts,
                       "order_search": bool(order_search), "recheck_frac": recheck_frac, "unmix": unmix,
-                      "later_unmix": later_unmix, "data_sha256": _fingerprint(x, env)}
+                      "later_unmix": later_unmix, "warmup_unmix": warmup_unmix, "data_sha256": _fingerprint(x, env)}
         elif resume:
             raise ValueError("resume=True needs checkpoint_dir")
         start = warm

@@ -12,8 +12,9 @@ fixed, the probabilities of the variational posterior alone) and writes rows in 
         --settings chain3-gauss,random5-gauss
 
 The fits are the same, so this isolates what the orientation draws change. ``--min-effect`` rescores with
-another inclusion threshold (``bayes_crl.priors.MIN_EFFECT``; the saved fits keep the one they were made with). The bootstrap seed is the one the
-estimator uses (derived from ``random_state``), so ``--n-order-draws 100`` reproduces the rows' probabilities.
+another inclusion threshold (``bayes_crl.priors.MIN_EFFECT``; the saved fits keep the one they were made with).
+The bootstrap seed is the one the estimator uses (derived from ``random_state``), so ``--n-order-draws 100``
+reproduces the rows' probabilities.
 """
 from __future__ import annotations
 
