@@ -153,7 +153,8 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
             warmup_frac: float = 0.3, recheck_frac: float = 0.6, order_search=True, nonlinear: bool = True, hidden: int = 64,
             n_restarts: int = 1, encoder_env: bool = True, min_obs_scale: float = 0.0, unmix: bool = True,
             final_order_check: bool = True, final_shared_score: bool = True, refit_frac: float = 0.15,
-            later_unmix: str = "local", warmup_unmix: str = "global", seed: int = 0, max_bad_steps: int = 50,
+            later_unmix: str = "local", warmup_unmix: str = "global", flat_direction: str = "centre",
+            seed: int = 0, max_bad_steps: int = 50,
             progress: bool = False, callback=None, checkpoint_dir: str | None = None, checkpoint_every: int = 500,
             resume: bool = False) -> FitResult:
     """Fit the model by minibatch SVI.
@@ -207,6 +208,13 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
         better on the chain (every seed >= 0.955, edge AUROC 0.99) and on other generators (mean MPC 0.922 ->
         0.941, Brier 0.165 -> 0.153), worse on random 5-latent graphs (median SHD 1 -> 2, one fit 0.906 ->
         0.860), so it is not the default.
+    flat_direction : {"centre", "children"}
+        How the final coordinates settle the flat direction ``z_i - c z_j`` (``j`` a parent of ``i``), which the
+        likelihood leaves open. ``"centre"`` (default): the centring convention for every latent
+        (:func:`bayes_crl.unmix.centring_map`). ``"children"``: after that centring, every latent
+        with children takes the ``c`` under which it carries its children's dependence on its parents
+        (:func:`bayes_crl.unmix.children_map`; no spurious grandparent edges); sinks keep the centred ``c``.
+        Only on the final latents (with ``unmix`` and ``final_order_check``).
     final_order_check : bool
         Search the order once more on the final latents (with ``unmix``: unmix them first and centre them in
         the order found); if it differs from the slot order, or the latents were unmixed and centred, refit the
@@ -247,6 +255,9 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
     if later_unmix not in ("local", "global", "off"):
         raise ValueError(f"The 'later_unmix' argument of fit_svi must be one of 'local', 'global', 'off'. "
                          f"Got {later_unmix!r} instead.")
+    if flat_direction not in ("children", "centre"):
+        raise ValueError(f"The 'flat_direction' argument of fit_svi must be 'children' or 'centre'. Got "
+                         f"{flat_direction!r} instead.")
     if warmup_unmix not in ("local", "global"):
         raise ValueError(f"The 'warmup_unmix' argument of fit_svi must be 'local' or 'global'. Got {warmup_unmix!r} "
                          "instead.")
@@ -371,6 +382,15 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
         # somewhat larger than the latents' residual scale.
         run.net.apply_linear_map(torch.as_tensor(a, dtype=x.dtype), torch.zeros(n_latents, dtype=x.dtype))
 
+    def _children(run: _Run) -> None:
+        from bayes_crl.unmix import children_map
+
+        z = encode(run.net, xs, es).numpy()
+        a, info = children_map(z, es_np)
+        history["children_map"] = info
+        history["children_map_matrix"] = a.tolist()
+        run.net.apply_linear_map(torch.as_tensor(a, dtype=x.dtype), torch.zeros(n_latents, dtype=x.dtype))
+
     def _restart_prior(run: _Run, prior: EdgePrior) -> None:
         run.gg = GlobalGuide(prior, n_envs, n_latents)
         run.gg.init_from_weights(_regression_init(run.net, encode(run.net, xs, es), es))
@@ -385,7 +405,8 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
                       "batch_size": batch_size, "lr": lr, "seed": seed, "warm": warm, "prior": repr(prior),
                       "noise": noise.name, "hidden": hidden, "nonlinear": nonlinear, "n_restarts": n_restarts,
                       "order_search": bool(order_search), "recheck_frac": recheck_frac, "unmix": unmix,
-                      "later_unmix": later_unmix, "warmup_unmix": warmup_unmix, "data_sha256": _fingerprint(x, env)}
+                      "later_unmix": later_unmix, "warmup_unmix": warmup_unmix,
+                      "flat_direction": flat_direction, "data_sha256": _fingerprint(x, env)}
         elif resume:
             raise ValueError("resume=True needs checkpoint_dir")
         start = warm
@@ -474,6 +495,8 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
             history["final_order_changed"] = new != order
             if unmix:
                 _centre(run)
+                if flat_direction == "children":
+                    _children(run)
             if new != order or unmix:
                 # The latents kept improving after the last check: identify their coordinates once more (sparse
                 # unmixing, causal order, centred strengths) and refit the latent causal model (mechanisms, noise,

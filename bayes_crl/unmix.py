@@ -29,7 +29,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["env_covariances", "partial_correlation_loss", "sparse_unmixing", "centring_map", "residual_scale"]
+__all__ = ["env_covariances", "partial_correlation_loss", "sparse_unmixing", "centring_map", "children_map",
+           "residual_scale"]
 
 
 def env_covariances(z: np.ndarray, env: np.ndarray, n_envs: int | None = None, ridge: float = 1e-6) -> np.ndarray:
@@ -197,6 +198,134 @@ def centring_map(z: np.ndarray, env: np.ndarray, *, pooled: bool = True, min_row
         c = (prec[:, None] * np.array(coefs)).sum(0) / max(prec.sum(), 1e-300)
         a[:, i] -= a[:, :i] @ c
     return a
+
+
+MAX_RESIDUAL_EFFECT = 0.1
+"""Default of :func:`children_map`'s ``max_residual_effect``."""
+
+
+def _raw_local_scores(z: np.ndarray, env: np.ndarray) -> np.ndarray:
+    """Free-basis local scores (:func:`bayes_crl.order.local_scores`) on the scale of ``z`` itself: the scores are
+    computed on standardised columns, so each child's Gaussian log-likelihood gets ``-N log sd`` back (the
+    Jacobian of the standardisation), which makes them comparable across unit-triangular maps of ``z``."""
+    from bayes_crl.order import local_scores
+
+    return local_scores(z, env) - len(z) * np.log(z.std(0) + 1e-300)[:, None]
+
+
+def _best(ls: np.ndarray, k: int, allowed: int) -> tuple[float, int]:
+    """Best local score of child ``k`` over parent sets inside the bitmask ``allowed``, and that set."""
+    l = ls.shape[0]
+    return max((ls[k, s], s) for s in range(2**l) if s & ~allowed == 0)
+
+
+def children_map(z: np.ndarray, env: np.ndarray, *, max_residual_effect: float = MAX_RESIDUAL_EFFECT,
+                 span: float = 1.0, n_grid: int = 41, min_rows: int = 10) -> tuple[np.ndarray, list[dict]]:
+    """The unit-triangular map that chooses each latent's flat direction by how well it explains its children.
+
+    The likelihood cannot tell ``z_i`` from ``z_i - c z_j`` for a parent ``z_j`` of ``z_i``; :func:`centring_map`
+    settles ``c`` by a convention (strengths centred on zero across environments). For a latent *with
+    children* the data do say more: only the true ``z_i`` carries its children's dependence on ``z_j`` entirely
+    (Markov property: a child ``z_k`` of ``z_i`` is independent of ``z_j`` given its own parents), so any other
+    ``c`` leaves ``z_j`` a spurious parent of ``z_k`` (a "grandparent edge"). This map takes, for every latent
+    ``i`` in slot order (a causal order) that has parents ``P`` and children ``C`` in the best DAG of the
+    current coordinates (free-basis scores of :mod:`bayes_crl.order`), the shift ``z_i <- z_i - z_P c`` that
+    maximises the children's log-likelihood with ``P`` excluded from their parent sets (``z_i``'s own score does
+    not change: its regression on ``z_P`` absorbs the shift). Latents without children (sinks) keep the
+    centring convention, which nothing in the data overrides.
+
+    The shift is kept only when the hypothesis behind it survives: after the shift, ``P`` may still explain at
+    most ``max_residual_effect`` of a child's variance beyond the child's other parents (pooled over
+    environments). A larger share means ``P`` is a genuine parent of that child (a triangle ``j -> i -> k``,
+    ``j -> k``), and the coordinates are left as they were; so are they when a coefficient's optimum lies at the
+    edge of the search range (``span``). Below it the remaining dependence is taken for the
+    estimation error of the latents: with posterior-mean latents a noisy parent ``z_i`` leaves its own parent
+    ``z_j`` with a few per cent of the child's variance to explain even in the true coordinates (measured on
+    the chain benchmark; BENCHMARKS.md, session 9). A genuine triangle edge weaker than this threshold is
+    absorbed into ``z_i`` instead: the sparser graph is preferred.
+
+    Parameters
+    ----------
+    z : ndarray (N, l)
+        Latents, columns in a causal order (slot order of the fit).
+    env : ndarray (N,) int codes
+    max_residual_effect : float
+        See above (default :data:`MAX_RESIDUAL_EFFECT`).
+    span : float
+        Each coefficient is searched on a grid over ``[-span, span]`` in units of ``sd(z_i) / sd(z_j)``, then refined.
+    n_grid : int
+        Grid points.
+    min_rows : int
+        Environments with fewer rows are left out.
+
+    Returns
+    -------
+    a : ndarray (l, l)
+        Unit upper-triangular map: the new latents are ``z @ a``.
+    info : list of dict
+        One entry per latent considered: ``node``, ``parents``, ``children``, ``coef`` (the shift applied, in
+        standardised units), ``gain`` (children's log-likelihood gained), ``residual_effect`` (per child) and
+        ``kept``.
+    """
+    from scipy.optimize import minimize_scalar
+
+    z = np.asarray(z, dtype=np.float64)
+    env = np.asarray(env)
+    n, l = z.shape
+    a = np.eye(l)
+    info: list[dict] = []
+    keep = np.isin(env, np.unique(env)[np.bincount(np.unique(env, return_inverse=True)[1]) >= max(min_rows, l + 1)])
+    z, env = z[keep], env[keep]
+    if l < 3 or len(z) == 0:
+        return a, info
+    n = len(z)
+    for i in range(1, l - 1):  # the last slot has no children; the first no parents
+        ls = _raw_local_scores(z @ a, env)
+        pa = _best(ls, i, (1 << i) - 1)[1]
+        parents = [j for j in range(i) if pa >> j & 1]
+        children = [k for k in range(i + 1, l) if _best(ls, k, (1 << k) - 1)[1] >> i & 1]
+        if not parents or not children:
+            continue
+
+        def children_score(b: np.ndarray) -> float:
+            lsb = _raw_local_scores(z @ b, env)
+            return sum(_best(lsb, k, ((1 << k) - 1) & ~pa)[0] for k in children)
+
+        cand = a.copy()
+        start = current = children_score(cand)
+        coefs = []
+        for j in parents:
+            unit = (z @ cand[:, i]).std() / max((z @ cand[:, j]).std(), 1e-300)
+
+            def shifted(c: float, j=j, unit=unit) -> np.ndarray:
+                b = cand.copy()
+                b[:, i] = cand[:, i] - c * unit * cand[:, j]
+                return b
+
+            grid = np.linspace(-span, span, n_grid)
+            vals = [children_score(shifted(c)) for c in grid]
+            k0 = int(np.argmax(vals))
+            step = grid[1] - grid[0]
+            res = minimize_scalar(lambda c: -children_score(shifted(c)), bounds=(grid[k0] - step, grid[k0] + step),
+                                  method="bounded", options={"xatol": 1e-3})
+            c_best, v_best = (float(res.x), -float(res.fun)) if -res.fun > vals[k0] else (float(grid[k0]), vals[k0])
+            if v_best > current:
+                cand, current = shifted(c_best), v_best
+                coefs.append(c_best)
+            else:
+                coefs.append(0.0)
+        lsc = _raw_local_scores(z @ cand, env)
+        residual = [float(1 - np.exp(-2 * (_best(lsc, k, (1 << k) - 1)[0] - _best(lsc, k, ((1 << k) - 1) & ~pa)[0]) / n))
+                    for k in children]
+        # an optimum at the edge of the search range is no correction of the centred coordinates but a sign that
+        # the children's score keeps rising with the shift (another latent is being absorbed): not kept
+        inside = all(abs(c) < span for c in coefs)
+        kept = inside and max(residual) <= max_residual_effect
+        info.append({"node": i, "parents": parents, "children": children, "coef": coefs,
+                     "gain": float(current - start), "residual_effect": residual, "kept": bool(kept)})
+        if kept:
+            a = cand
+    return a, info
 
 
 def residual_scale(z: np.ndarray, env: np.ndarray, *, min_rows: int = 10) -> np.ndarray:

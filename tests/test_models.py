@@ -250,10 +250,12 @@ def test_final_order_check_reorders_and_refits_only_the_latent_model():
     torch.testing.assert_close(z_new, z_ref[:, [2, 1, 0]], rtol=1e-4, atol=1e-4)
 
 
-def test_final_identification_keeps_the_centred_coordinates():
-    """With ``unmix`` the final block unmixes and centres the latents, then refits the latent model with the
-    encoder, decoder and shift held fixed: the fitted latents are exactly the centred ones (shift 0, centring
-    map the identity)."""
+@pytest.mark.parametrize("flat_direction", ["centre", "children"])
+def test_final_identification_keeps_the_identified_coordinates(flat_direction):
+    """With ``unmix`` the final block unmixes and centres the latents (and, with ``flat_direction="children"``,
+    applies :func:`bayes_crl.unmix.children_map`), then refits the latent model with the encoder, decoder and
+    shift held fixed: the fitted latents are exactly those coordinates (shift 0; undoing the recorded children
+    map gives latents whose centring map is the identity)."""
     from bayes_crl.infer import encode, fit_svi
     from bayes_crl.unmix import centring_map
 
@@ -261,10 +263,16 @@ def test_final_identification_keeps_the_centred_coordinates():
     x = torch.as_tensor((d.x - d.x.mean(0)) / d.x.std(0), dtype=torch.float32)
     env = torch.as_tensor(np.unique(d.env, return_inverse=True)[1])
     res = fit_svi(x, env, n_latents=3, n_envs=6, prior=get_prior("horseshoe"), noise=get_noise_family("gaussian"),
-                  num_steps=30, batch_size=64, unmix=True, refit_frac=0.2, seed=0)
+                  num_steps=30, batch_size=64, unmix=True, refit_frac=0.2, seed=0, flat_direction=flat_direction)
     assert len(res.history["refit_losses"]) == 6 and len(res.history["centring_shift"]) == 3
     assert torch.count_nonzero(res.net.shift) == 0
     z = encode(res.net, x, env).numpy().astype(np.float64)
+    if flat_direction == "children":
+        a = np.asarray(res.history["children_map_matrix"])
+        assert np.allclose(np.tril(a), np.eye(3)) and np.allclose(a[:, 2], [0, 0, 1])  # unit triangular, sink kept
+        z = z @ np.linalg.inv(a)
+    else:
+        assert "children_map_matrix" not in res.history
     np.testing.assert_allclose(centring_map(z, env.numpy()), np.eye(3), atol=1e-3)
 
 
@@ -317,7 +325,8 @@ def test_later_unmixings_search_locally_by_default(monkeypatch, later, warmup, e
 
 
 @pytest.mark.parametrize("arg, match", [("later_unmix", r"must be one of 'local', 'global', 'off'\. Got 'sometimes'"),
-                                        ("warmup_unmix", r"must be 'local' or 'global'\. Got 'sometimes'")])
+                                        ("warmup_unmix", r"must be 'local' or 'global'\. Got 'sometimes'"),
+                                        ("flat_direction", r"must be 'children' or 'centre'\. Got 'sometimes'")])
 def test_unmix_modes_reject_an_unknown_mode(arg, match):
     from bayes_crl.infer import fit_svi
 

@@ -128,3 +128,71 @@ def test_centring_map_leaves_a_non_parent_alone(chain):
     assert np.allclose(np.diag(a), 1.0) and np.allclose(np.tril(a, -1), 0.0)
     # z2 moves only along its parent z1' = z1 + a01 z0 (z2' = z2 + a12 z1'), not along z0 itself
     assert abs(a[0, 2] - a[1, 2] * a[0, 1]) < 0.06
+
+
+def _leaked(z: np.ndarray, leaks: dict, noise: float, seed: int = 0) -> np.ndarray:
+    """Standardised true latents with ``leaks[(j, i)] * z_j`` taken out of ``z_i`` (the flat direction) and
+    estimation noise added, like a fit's posterior-mean latents."""
+    z = (z - z.mean(0)) / z.std(0)
+    out = z.copy()
+    for (j, i), c in leaks.items():
+        out[:, i] -= c * z[:, j]
+    return out + noise * np.random.default_rng(seed).standard_normal(z.shape)
+
+
+@pytest.fixture(scope="module")
+def nonlinear_chain():
+    return simulate_latent_anm(n_latents=3, n_envs=20, n_per_env=500, mechanism="nonlinear", random_state=1)
+
+
+def test_children_map_takes_the_parent_out_of_a_latent_with_children(nonlinear_chain):
+    """z0 -> z1 -> z2 with 0.3 z0 leaked into z1: only the true z1 carries z2's dependence on z0, so the map
+    takes the leak out (the correlation of z1 with the truth rises from ~0.95 to > 0.99), moves z1 along z0
+    only, and leaves the sink z2 (no children: nothing in the data decides its flat direction) alone."""
+    from bayes_crl.unmix import children_map
+
+    d = nonlinear_chain
+    zl = _leaked(d.z, {(0, 1): 0.3}, 0.05)
+    a, info = children_map(zl, d.env)
+    before = metrics.per_latent_correlation(d.z, zl)
+    after = metrics.per_latent_correlation(d.z, zl @ a)
+    assert before[1] < 0.96 and after[1] > 0.99
+    assert np.allclose(np.diag(a), 1.0) and np.allclose(np.tril(a, -1), 0.0) and a[1, 2] == 0.0 and a[0, 2] == 0.0
+    assert [e["node"] for e in info] == [1] and info[0]["kept"] and info[0]["parents"] == [0]
+    assert info[0]["children"] == [2] and info[0]["gain"] > 0
+
+
+def test_children_map_leaves_a_sink_and_true_coordinates_alone(nonlinear_chain):
+    from bayes_crl.unmix import children_map
+
+    d = nonlinear_chain
+    a, _ = children_map(_leaked(d.z, {(1, 2): 0.3}, 0.05), d.env)  # the leak is into the sink
+    assert a[0, 2] == 0.0 and a[1, 2] == 0.0  # the sink's column is never touched
+    assert np.abs(a - np.eye(3)).max() < 0.05  # z1 is true: at most a tiny correction
+    a, _ = children_map(_leaked(d.z, {}, 0.05), d.env)  # true coordinates: at most a tiny correction
+    assert np.abs(a - np.eye(3)).max() < 0.05
+
+
+def test_children_map_keeps_a_genuine_triangle():
+    """z0 -> z1 -> z2 and a strong z0 -> z2: z0 explains much of z2 whatever z1's shift, so the shift is not
+    applied (``kept`` is False) and the coordinates are unchanged."""
+    from bayes_crl.unmix import children_map
+
+    rng = np.random.default_rng(3)
+    e, n = 20, 400
+    env = np.repeat(np.arange(e), n)
+    z0 = rng.normal(0, rng.uniform(0.5, 2, e)[env])
+    z1 = rng.uniform(-1.5, 1.5, e)[env] * np.tanh(z0) + rng.normal(0, rng.uniform(0.5, 2, e)[env])
+    z2 = rng.uniform(-1.5, 1.5, e)[env] * np.tanh(z1) + 1.5 * np.sin(z0) + rng.normal(0, 0.5, len(env))
+    a, info = children_map(np.c_[z0, z1, z2], env)
+    np.testing.assert_allclose(a, np.eye(3))
+    assert info and not info[0]["kept"] and max(info[0]["residual_effect"]) > 0.1
+
+
+def test_children_map_validates_nothing_it_cannot_use():
+    from bayes_crl.unmix import children_map
+
+    z = np.random.default_rng(0).normal(size=(30, 2))
+    a, info = children_map(z, np.zeros(30, dtype=int))  # two latents: no latent has both parents and children
+    np.testing.assert_allclose(a, np.eye(2))
+    assert info == []
