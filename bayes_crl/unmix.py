@@ -23,6 +23,10 @@ the theory's conditions hold; among the maps that leave the sparsity pattern unc
 by its parent, ``z_i - c z_j``, which moves the vanishing environment) the L1 penalty picks the median
 strength, as the paper's L1 penalty does. It is solved from many random starts at once (the problem is
 small: one ``l x l`` covariance per environment).
+
+Two further maps settle the flat direction ``z_i - c z_j`` (``j`` a parent of ``i``) that the likelihood leaves
+open: :func:`centring_map` by a convention (strengths centred on zero across environments) and, for latents with
+children, :func:`children_map` by the data (only the true ``c`` keeps ``z_j`` out of the children's parents).
 """
 from __future__ import annotations
 

@@ -155,6 +155,7 @@ def main(argv=None) -> int:
     ap.add_argument("--results", default="benchmarks/results/recovery.jsonl")
     ap.add_argument("--out", default=None, help="write the summary table (with machine and wall time) to this file")
     ap.add_argument("--only", default=None, help="comma-separated settings to run")
+    ap.add_argument("--seeds", default=None, help="comma-separated seeds: run only these of each setting's seeds")
     ap.add_argument("--save-dir", default=None, help="also save each fitted model here (for offline analysis)")
     ap.add_argument("--fit-svi-kw", default=None, help="JSON object of extra bayes_crl.infer.fit_svi arguments for every "
                     "fit (setting names get '/<key>=<value>' appended), e.g. '{\"warmup_unmix\": \"local\"}'")
@@ -180,8 +181,9 @@ def main(argv=None) -> int:
         tag = ",".join(f"{k}={v}" for k, v in sorted(fit_kw.items()))
         suite = [(f"{n}/{tag}", sk, mk, seeds) for n, sk, mk, seeds in suite if only is None or n in only]
         only = {n for n, *_ in suite}
+    keep_seeds = {int(s) for s in a.seeds.split(",")} if a.seeds else None
     jobs = [(n, sk, mk, s, a.save_dir) for n, sk, mk, seeds in suite for s in seeds
-            if (n, s) not in done and (only is None or n in only)]
+            if (n, s) not in done and (only is None or n in only) and (keep_seeds is None or s in keep_seeds)]
     print(f"{len(jobs)} fits to run ({len(done)} already in {a.results})", flush=True)
     t0 = time.time()
     with get_context("spawn").Pool(a.workers, initializer=_patch_fit_svi, initargs=(fit_kw,)) as pool:
