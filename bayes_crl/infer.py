@@ -215,7 +215,8 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
         with children takes the ``c`` under which it carries its children's dependence on its parents
         (:func:`bayes_crl.unmix.children_map`; with any other ``c`` its parent becomes a spurious parent of its
         child, a false grandparent edge); sinks keep the centred ``c``, and a shift that would absorb a genuine
-        triangle edge is not applied. Only on the final latents (with ``unmix`` and ``final_order_check``).
+        triangle edge is not applied, nor one fitted to edges too weak to be told from estimation error
+        (``bayes_crl.unmix.MIN_EDGE_EFFECT``). Only on the final latents (with ``unmix`` and ``final_order_check``).
         Session 9, chain l = 3, 5 seeds, same fits otherwise: the middle latent's correlation with the truth
         0.942 -> 0.985 (seed 0), 0.987 -> 0.993, 0.991 -> 0.995, two seeds unchanged (the shift was rejected);
         SHD 0 on 2 -> 4 of 5 (BENCHMARKS.md).
