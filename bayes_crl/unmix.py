@@ -291,10 +291,11 @@ def children_map(z: np.ndarray, env: np.ndarray, *, max_residual_effect: float =
     n, l = z.shape
     a = np.eye(l)
     info: list[dict] = []
-    keep = np.isin(env, np.unique(env)[np.bincount(np.unique(env, return_inverse=True)[1]) >= max(min_rows, l + 1)])
-    z, env = z[keep], env[keep]
-    if l < 3 or len(z) == 0:
+    groups = _env_groups(env, max(min_rows, l + 1))
+    if l < 3 or not groups:
         return a, info
+    rows = np.sort(np.concatenate(groups))  # environments with enough rows, rows in their original order
+    z, env = z[rows], env[rows]
     n = len(z)
     for i in range(1, l - 1):  # the last slot has no children; the first no parents
         ls = _raw_local_scores(z @ a, env)
