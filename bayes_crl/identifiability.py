@@ -21,6 +21,15 @@ From a posterior this module decides, for each latent ``i``:
 - its status: ``"root"``, ``"vanishing"`` (every parent vanishes somewhere) or ``"not_identified"``;
   ``identified`` is ``status != "not_identified"`` and condition (iii) (``n_envs >= 2l + 1``).
 
+What condition (iv) does not settle, and the report states as a caveat: with **linear mechanisms and Gaussian
+noise** (``mechanism="linear", noise="gaussian"``) the model cannot tell two adjacent latents from a linear
+mixture of them. Every per-environment distribution of the pair is then Gaussian, a two-node linear model in any
+linear coordinates of the pair fits it exactly, and the mixture that makes the edge vanish in some *other*
+environment satisfies (iv) as well. Such a pair is identified only as far as the rest of the graph's sparsity
+constrains it; nonlinear mechanisms or non-Gaussian noise are what separate it (the additive-noise asymmetry).
+The benchmark's worst latents are pairs mixed this way even with the default nonlinear model, where the true
+mechanisms are close to linear (``BENCHMARKS.md``, session 10; ``benchmarks/pair_mixing.py``).
+
 :func:`assess_identifiability` is the pure function on arrays; :func:`identifiability_report` applies it
 to a fitted :class:`~bayes_crl.LatentCausalModel`.
 """
@@ -146,7 +155,9 @@ class IdentifiabilityReport:
         Mass of the credible intervals.
     vanish_tol : float or None
     summary : str
-        Plain-language summary (also ``str(report)``).
+        Plain-language summary (also ``str(report)``), caveats included.
+    caveats : tuple of str
+        What the conditions checked here do not settle for this model (see the module docstring).
     """
 
     latents: tuple[LatentIdentifiability, ...]
@@ -158,6 +169,7 @@ class IdentifiabilityReport:
     prob: float
     vanish_tol: float | None
     summary: str
+    caveats: tuple[str, ...] = ()
 
     @property
     def identified(self) -> tuple[str, ...]:
@@ -180,7 +192,7 @@ class IdentifiabilityReport:
                 "enough_envs": self.enough_envs, "threshold": self.threshold, "prob": self.prob,
                 "vanish_tol": self.vanish_tol, "identified": list(self.identified),
                 "not_identified": list(self.not_identified), "latents": [t.to_dict() for t in self.latents],
-                "summary": self.summary}
+                "summary": self.summary, "caveats": list(self.caveats)}
 
     def __str__(self) -> str:
         return self.summary
@@ -215,7 +227,8 @@ def _latent_message(name: str, status: str, parents: Sequence[ParentEvidence], n
 
 def assess_identifiability(inclusion: Any, weight_draws: Any, n_envs: int, names: Sequence[str] | None = None,
                            threshold: float = 0.5, *, prob: float = 0.9, vanish_tol: float | None = None,
-                           env_labels: Sequence[Hashable] | None = None) -> IdentifiabilityReport:
+                           env_labels: Sequence[Hashable] | None = None,
+                           linear_gaussian: bool = False) -> IdentifiabilityReport:
     """Check the identifiability conditions on posterior arrays (pure function).
 
     Parameters
@@ -237,6 +250,9 @@ def assess_identifiability(inclusion: Any, weight_draws: Any, n_envs: int, names
         Also count the influence as vanishing in ``u`` when ``|mean_s W[s, u, j, i]| < vanish_tol``.
     env_labels : sequence of hashable, optional
         Labels of the environments for the report (default ``0..E-1``).
+    linear_gaussian : bool, default False
+        The posterior comes from a model with linear mechanisms and Gaussian noise: add the caveat that its
+        adjacent latents can stay mixed with each other whatever (iv) says (module docstring).
 
     Returns
     -------
@@ -308,10 +324,17 @@ def assess_identifiability(inclusion: Any, weight_draws: Any, n_envs: int, names
         head = (f"Only {e} environment{'s' if e != 1 else ''} for {l} latents: the theory needs at least "
                 f"2l+1 = {2 * l + 1} environments with varied noise, so no latent is guaranteed to be identified. "
                 f"Condition (iv) alone: {len(ok)} of {l} latents pass" + (f" ({_join(ok)})." if ok else "."))
-    summary = "\n".join([head] + [f"- {t.message}" for t in latents])
+    caveats = []
+    edges = [f"{names[j]} -> {names[i]}" for i in range(l) for j in range(l) if j != i and p[j, i] >= threshold]
+    if linear_gaussian and edges:
+        caveats.append(f"With linear mechanisms and Gaussian noise the model cannot tell the two latents of an edge "
+                       f"({_join(edges)}) from a linear mixture of them that makes the edge vanish in another "
+                       "environment: such a pair is identified only as far as the rest of the graph constrains it. "
+                       "Nonlinear mechanisms or non-Gaussian noise separate it.")
+    summary = "\n".join([head] + [f"- {t.message}" for t in latents] + [f"Caveat: {c}" for c in caveats])
     return IdentifiabilityReport(latents=tuple(latents), n_latents=l, n_envs=e, min_envs=2 * l + 1,
                                  enough_envs=enough, threshold=threshold, prob=prob, vanish_tol=vanish_tol,
-                                 summary=summary)
+                                 summary=summary, caveats=tuple(caveats))
 
 
 def identifiability_report(model: "LatentCausalModel", *, threshold: float = 0.5, vanish_tol: float | None = None,
@@ -321,7 +344,8 @@ def identifiability_report(model: "LatentCausalModel", *, threshold: float = 0.5
     Uses the model's posterior inclusion probabilities ``edge_inclusion_``, its stored strength draws
     (``_weight_draws``, (S, E, l, l); an edge that points against the fitted order is judged by the strengths of
     the fitted direction), ``latent_names_`` and ``env_labels_``; see
-    :func:`assess_identifiability` for the rule.
+    :func:`assess_identifiability` for the rule. A model fitted with ``mechanism="linear"`` and
+    ``noise="gaussian"`` gets the linear-Gaussian caveat (module docstring).
 
     Parameters
     ----------
@@ -350,5 +374,7 @@ def identifiability_report(model: "LatentCausalModel", *, threshold: float = 0.5
     # no strengths of its own, so it is judged by those of the fitted direction: a dependence that vanishes in an
     # environment vanishes in both parameterisations. Only one direction of a pair is ever non-zero.
     draws = draws + np.swapaxes(draws, -1, -2)
+    linear_gaussian = model.mechanism == "linear" and model.noise == "gaussian"
     return assess_identifiability(model.edge_inclusion_, draws, draws.shape[1], list(model.latent_names_),
-                                  threshold, prob=prob, vanish_tol=vanish_tol, env_labels=list(model.env_labels_))
+                                  threshold, prob=prob, vanish_tol=vanish_tol, env_labels=list(model.env_labels_),
+                                  linear_gaussian=linear_gaussian)

@@ -143,3 +143,30 @@ def test_smoke_on_fitted_model():
     json.dumps(rep.to_dict())
     with pytest.raises(BayesCRLValueError, match="fitted"):
         identifiability_report(LatentCausalModel())
+
+
+def test_linear_gaussian_caveat_names_the_edges():
+    w = np.zeros((E, L, L))
+    rep = assess_identifiability(CHAIN, _draws(w), E, linear_gaussian=True)
+    assert [t.status for t in rep.latents] == ["root", "vanishing", "vanishing"]  # (iv) itself is unchanged
+    (caveat,) = rep.caveats
+    assert "linear mechanisms and Gaussian noise" in caveat and "(z0 -> z1 and z1 -> z2)" in caveat
+    assert rep.summary.endswith("Caveat: " + caveat)
+    assert rep.to_dict()["caveats"] == [caveat]
+    # no caveat without the linear-Gaussian model, nor without edges
+    assert assess_identifiability(CHAIN, _draws(w), E).caveats == ()
+    assert "Caveat" not in assess_identifiability(CHAIN, _draws(w), E).summary
+    assert assess_identifiability(np.zeros((L, L)), _draws(w), E, linear_gaussian=True).caveats == ()
+
+
+@pytest.mark.parametrize("mechanism, noise, expected", [("linear", "gaussian", 1), ("linear", "laplace", 0),
+                                                        ("nonlinear", "gaussian", 0)])
+def test_report_of_a_linear_gaussian_fit_has_the_caveat(mechanism, noise, expected):
+    torch.set_num_threads(1)
+    data = simulate_latent_anm(n_latents=L, n_envs=8, n_per_env=30, n_obs_dims=5, random_state=0)
+    model = LatentCausalModel(n_latents=L, mechanism=mechanism, noise=noise, num_steps=10, random_state=0,
+                              num_posterior_samples=50).fit(data.x, env=data.env)
+    model.edge_inclusion_ = CHAIN.copy()  # a graph to report on, whatever the 10-step fit found
+    rep = identifiability_report(model)
+    assert len(rep.caveats) == expected
+    assert ("Caveat: With linear mechanisms and Gaussian noise" in rep.summary) == bool(expected)
