@@ -27,8 +27,8 @@ mixture of them. Every per-environment distribution of the pair is then Gaussian
 linear coordinates of the pair fits it exactly, and the mixture that makes the edge vanish in some *other*
 environment satisfies (iv) as well. Such a pair is identified only as far as the rest of the graph's sparsity
 constrains it; nonlinear mechanisms or non-Gaussian noise are what separate it (the additive-noise asymmetry).
-The benchmark's worst latents are pairs mixed this way even with the default nonlinear model, where the true
-mechanisms are close to linear (``BENCHMARKS.md``, session 10; ``benchmarks/pair_mixing.py``).
+The benchmark's worst latents are adjacent pairs mixed this way, with the default nonlinear model too
+(``BENCHMARKS.md``, session 10; ``benchmarks/pair_mixing.py``).
 
 :func:`assess_identifiability` is the pure function on arrays; :func:`identifiability_report` applies it
 to a fitted :class:`~bayes_crl.LatentCausalModel`.
@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bayes_crl._validation import BayesCRLValueError, check_scalar
+from bayes_crl._validation import BayesCRLValueError, check_bool, check_scalar
 
 if TYPE_CHECKING:  # pragma: no cover
     from bayes_crl.estimator import LatentCausalModel
@@ -278,6 +278,7 @@ def assess_identifiability(inclusion: Any, weight_draws: Any, n_envs: int, names
                         include_max=False)
     if vanish_tol is not None:
         vanish_tol = check_scalar(vanish_tol, "vanish_tol", float, "assess_identifiability", min_val=0)
+    linear_gaussian = check_bool(linear_gaussian, "linear_gaussian", "assess_identifiability")
     names = [f"z{i}" for i in range(l)] if names is None else [str(n) for n in names]
     if len(names) != l:
         raise BayesCRLValueError(f"'names' must have one name per latent ({l}). Got {len(names)}.")

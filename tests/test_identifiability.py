@@ -115,6 +115,8 @@ def test_input_errors():
         assess_identifiability(CHAIN, np.zeros((5, E, L, L)), E, threshold=1.5)
     with pytest.raises(BayesCRLValueError, match="names"):
         assess_identifiability(CHAIN, np.zeros((5, E, L, L)), E, ["a"])
+    with pytest.raises(BayesCRLValueError, match="linear_gaussian"):
+        assess_identifiability(CHAIN, np.zeros((5, E, L, L)), E, linear_gaussian="yes")
 
 
 def test_smoke_on_fitted_model():
