@@ -9,9 +9,10 @@ is regenerated from the row's simulator settings and seed, and the script prints
 - the worst mixing: the fitted latents as linear combinations of the standardised true ones (least squares,
   normalised to 1 on the diagonal); the largest off-diagonal entry, in both directions of that pair, and whether
   the pair is an edge of the true graph;
-- for that pair, the criterion of :func:`bayes_crl.unmix.sparse_unmixing` (smoothed L1 of the per-environment
-  partial correlations, per environment; lower is "better") on the fitted latents, on the fitted latents with the
-  pair's 2 x 2 mixing undone (least squares onto the true pair, other latents untouched) and on the true latents;
+- the whole loss of :func:`bayes_crl.unmix.sparse_unmixing` (smoothed L1 of the per-environment partial
+  correlations over all pairs, per environment; lower is "better") on the fitted latents, on the fitted latents
+  with that pair's 2 x 2 mixing undone (least squares onto the true pair, other latents untouched) and on the true
+  latents;
   and the model-class likelihood score of the best DAG (:func:`bayes_crl.order.local_scores` with ``shared=True``,
   on 10 000 rows, with the Jacobian of the map; higher is better) of the pair-corrected latents minus that of the
   fitted ones.
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import warnings
 
 import numpy as np
@@ -72,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         path = os.path.join(a.models, f"{r['setting'].replace('/', '_')}_seed{r['seed']}")
         if not os.path.exists(path):
+            print(f"skipped {r['setting']} seed {r['seed']}: no saved model at {path}", file=sys.stderr, flush=True)
             continue
         d = simulate_latent_anm(random_state=r["seed"], **r["sim"])
         env = np.unique(d.env, return_inverse=True)[1]
