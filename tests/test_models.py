@@ -334,3 +334,30 @@ def test_unmix_modes_reject_an_unknown_mode(arg, match):
     with pytest.raises(ValueError, match=f"'{arg}' argument of fit_svi " + match):
         fit_svi(x, env, n_latents=2, n_envs=1, prior=get_prior("horseshoe"), noise=get_noise_family("gaussian"),
                 **{arg: "sometimes"})
+
+
+def test_refit_scales_passes_data_to_every_linear_map_and_is_off_by_default(monkeypatch):
+    """With ``refit_scales=True`` every unmixing, centring and children map refits the encoder's posterior scales
+    (``apply_linear_map`` gets rows of x and env); by default none does (session 11 measured it: worse graphs)."""
+    import bayes_crl.infer as infer
+    from bayes_crl.models import LatentCausalNet
+
+    x, env = _tiny_chain()
+    seen = []
+    real = LatentCausalNet.apply_linear_map
+
+    def spy(self, a, b, *data):
+        seen.append(len(data))
+        if data:
+            assert data[0].shape[1] == x.shape[1] and data[1].dtype == torch.int64 and len(data[0]) == len(data[1])
+        return real(self, a, b, *data)
+
+    monkeypatch.setattr(LatentCausalNet, "apply_linear_map", spy)
+    kw = dict(n_latents=3, n_envs=6, prior=get_prior("horseshoe"), noise=get_noise_family("gaussian"),
+              num_steps=20, batch_size=64, refit_frac=0.1, seed=0)
+    infer.fit_svi(x, env, **kw)
+    assert len(seen) >= 4 and set(seen) == {0}
+    seen.clear()
+    res = infer.fit_svi(x, env, **kw, refit_scales=True)
+    assert len(seen) >= 4 and set(seen) == {2}
+    assert np.isfinite(res.history["refit_losses"]).all()
