@@ -176,11 +176,14 @@ def _log_likelihood(net, noise, weights: torch.Tensor, x: torch.Tensor, env: tor
         raise NotImplementedError(f"log-likelihood for the '{net.likelihood}' observation model")
     k = num_encoder_samples
     n = x.shape[0]
-    loc, scale = net.encoder(x, env)  # (N, l)
+    loc, scale, u = net.encoder.forward_full(x, env)  # (N, l), (N, l), (N, l, l) or None
     eps = torch.randn((k, *loc.shape), generator=generator, dtype=loc.dtype)
-    r = loc + scale * eps  # (K, N, l) encoder coordinates
-    z = r @ net.shift_matrix()  # |det M| = 1, so log q(z) = log N(r; loc, scale)
-    log_q = torch.distributions.Normal(loc, scale).log_prob(r).sum(-1)  # (K, N)
+    w = scale * eps
+    log_q = torch.distributions.Normal(loc, scale).log_prob(loc + w).sum(-1)  # (K, N); |det U| = |det M| = 1
+    if u is not None:
+        w = (w.unsqueeze(-2) @ u).squeeze(-2)
+    r = loc + w  # (K, N, l) encoder coordinates
+    z = r @ net.shift_matrix()
     f = net.decode(z)
     log_px = torch.distributions.Normal(f, net.obs_scale()).log_prob(x).sum(-1)  # (K, N)
     feats = net.features(z)  # (K, N, l, l)

@@ -28,24 +28,35 @@ _INIT_POSITIVE = {"edge_tau": -2.3, "edge_lambda": 0.0, "edge_nu": 0.0}
 
 
 class ShiftedNormal(TorchDistribution):
-    """``z = r M`` with ``r ~ Normal(loc, scale)`` (B, l) and ``M`` (l, l) unit upper triangular (|det M| = 1)."""
+    """``z = r M`` with ``r = loc + (scale * eps) U`` (B, l), ``eps ~ Normal(0, I)``, ``U`` (B, l, l) unit upper
+    triangular per row (``None``: the identity, a mean-field ``r``) and ``M`` (l, l) unit upper triangular
+    (|det U| = |det M| = 1, so ``log q(z) = log Normal(eps; 0, I) - sum log scale``)."""
 
     arg_constraints = {}
     support = constraints.real_vector
     has_rsample = True
 
-    def __init__(self, loc, scale, m, validate_args=None):
+    def __init__(self, loc, scale, m, u=None, validate_args=None):
         self.base = dist.Normal(loc, scale)
         self.m = m
+        self.u = u
         super().__init__(loc.shape[:-1], loc.shape[-1:], validate_args=False)
 
     def rsample(self, sample_shape=torch.Size()):
-        return self.base.rsample(sample_shape) @ self.m
+        if self.u is None:
+            return self.base.rsample(sample_shape) @ self.m
+        w = self.base.rsample(sample_shape) - self.base.loc  # scale * eps
+        r = self.base.loc + (w.unsqueeze(-2) @ self.u).squeeze(-2)
+        return r @ self.m
 
     def log_prob(self, z):
         flat = z.reshape(-1, z.shape[-1])
         r = torch.linalg.solve_triangular(self.m, flat, upper=True, left=False).reshape(z.shape)
-        return self.base.log_prob(r).sum(-1)
+        if self.u is None:
+            return self.base.log_prob(r).sum(-1)
+        d = (r - self.base.loc).unsqueeze(-2)
+        w = torch.linalg.solve_triangular(self.u, d, upper=True, left=False, unitriangular=True).squeeze(-2)
+        return self.base.log_prob(self.base.loc + w).sum(-1)
 
 
 class GlobalGuide(nn.Module):
@@ -130,5 +141,5 @@ def latent_causal_guide(x: torch.Tensor, env: torch.Tensor, *, net: LatentCausal
     b = env.shape[0]
     n_total = b if n_total is None else n_total
     with pyro.plate(OBS_PLATE, n_total, subsample=subsample if subsample is not None else torch.arange(b)):
-        loc, scale = net.encoder(x, env)
-        return pyro.sample(SITE_Z, ShiftedNormal(loc, scale, net.shift_matrix()))
+        loc, scale, u = net.encoder.forward_full(x, env)
+        return pyro.sample(SITE_Z, ShiftedNormal(loc, scale, net.shift_matrix(), u))

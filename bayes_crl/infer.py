@@ -125,10 +125,10 @@ class _Run:
     """Mutable state of one SVI run (one initialisation)."""
 
     def __init__(self, x, env, *, n_latents, n_envs, prior, hidden, nonlinear, lr, seed, encoder_env=True,
-                 min_obs_scale=0.0):
+                 min_obs_scale=0.0, full_cov=False):
         torch.manual_seed(seed)
         self.net = LatentCausalNet(x.shape[1], n_envs, n_latents, hidden=hidden, nonlinear=nonlinear,
-                                   encoder_env=encoder_env, min_obs_scale=min_obs_scale)
+                                   encoder_env=encoder_env, min_obs_scale=min_obs_scale, full_cov=full_cov)
         self.gg = GlobalGuide(prior, n_envs, n_latents)
         self.params = list(self.net.parameters()) + list(self.gg.parameters())
         self.opt = torch.optim.Adam(self.params, lr=lr)
@@ -155,7 +155,7 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
             n_restarts: int = 1, encoder_env: bool = True, min_obs_scale: float = 0.0, unmix: bool = True,
             final_order_check: bool = True, final_shared_score: bool = True, refit_frac: float = 0.15,
             later_unmix: str = "local", warmup_unmix: str = "global", flat_direction: str = "children",
-            refit_scales: bool = False, seed: int = 0, max_bad_steps: int = 50,
+            refit_scales: bool = False, guide_cov: str = "diag", seed: int = 0, max_bad_steps: int = 50,
             progress: bool = False, callback=None, checkpoint_dir: str | None = None, checkpoint_every: int = 500,
             resume: bool = False) -> FitResult:
     """Fit the model by minibatch SVI.
@@ -245,6 +245,15 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
         '{"refit_scales": true}'``, 5 seeds each): the latents are unchanged (MPC within 0.004 except one fit,
         0.908 -> 0.931) and the graphs are worse: chain l = 3 SHD 0 on 4/5 -> 2/5 seeds, Brier 0.042 -> 0.053;
         random l = 5 SHD 2, 0, 2, 3, 1 -> 2, 0, 4, 4, 0, Brier 0.071 -> 0.089.
+    guide_cov : {"diag", "full"}
+        Posterior covariance of the amortized guide ``q(z | x, u)``: ``"diag"`` (mean-field) or ``"full"`` (a per-row
+        unit triangular factor from an extra encoder head, :class:`bayes_crl.guides.ShiftedNormal`). The decoder's
+        Jacobian gives strongly correlated posteriors in every coordinate system (a mean-field gap of 0.15-1.2
+        nats per row on the benchmark fits, session 11); a mean-field guide pays that gap and so prefers the
+        coordinates where it is smallest. The factor is reset to zero (mean-field) after every linear map of
+        the latents and retrained. Not the default: in warm-up-only probes (random l = 5, 3 600 steps,
+        ``runs/s11/warmcov.py``) it left the rotated pairs of session 10 in place (seed 0: true ``z0``/``z3``
+        0.875/0.799 -> 0.745/0.676; seed 3: ``z0`` 0.799 -> 0.770, ``z4`` 0.844 -> 0.981); no full benchmark yet.
     refit_frac : float
         Length of that refit as a fraction of ``num_steps`` (steps without the decoder are cheaper).
     encoder_env : bool
@@ -279,8 +288,10 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
         raise ValueError(f"The 'warmup_unmix' argument of fit_svi must be 'local' or 'global'. Got {warmup_unmix!r} "
                          "instead.")
     n, d = x.shape
+    if guide_cov not in ("diag", "full"):
+        raise ValueError(f"The 'guide_cov' argument of fit_svi must be 'diag' or 'full'. Got {guide_cov!r} instead.")
     mk = dict(n_latents=n_latents, n_envs=n_envs, prior=prior, hidden=hidden, nonlinear=nonlinear, lr=lr,
-              encoder_env=encoder_env, min_obs_scale=min_obs_scale)
+              encoder_env=encoder_env, min_obs_scale=min_obs_scale, full_cov=guide_cov == "full")
     # Warm-ups use the paper's point-estimate L1 prior whatever the final prior: with variational strengths
     # the early fit collapses towards independent (noise-like) latents and loses the graph.
     warm_prior = LaplacePrior()
@@ -431,6 +442,8 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
                       "flat_direction": flat_direction, "data_sha256": _fingerprint(x, env)}
             if refit_scales:  # only when set, so checkpoints written before the option existed still resume
                 config["refit_scales"] = True
+            if guide_cov != "diag":
+                config["guide_cov"] = guide_cov
         elif resume:
             raise ValueError("resume=True needs checkpoint_dir")
         start = warm

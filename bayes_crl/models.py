@@ -89,12 +89,12 @@ class LatentCausalNet(nn.Module):
 
     def __init__(self, n_obs_dims: int, n_envs: int, n_latents: int, *, hidden: int = 64, n_layers: int = 3,
                  nonlinear: bool = True, likelihood: str = "normal", encoder_env: bool = True,
-                 min_obs_scale: float = 0.0):
+                 min_obs_scale: float = 0.0, full_cov: bool = False):
         super().__init__()
         self.min_obs_scale = min_obs_scale
         self.n_obs_dims, self.n_envs, self.n_latents = n_obs_dims, n_envs, n_latents
         self.likelihood = likelihood
-        self.encoder = Encoder(n_obs_dims, n_envs, n_latents, hidden, n_layers, use_env=encoder_env)
+        self.encoder = Encoder(n_obs_dims, n_envs, n_latents, hidden, n_layers, use_env=encoder_env, full_cov=full_cov)
         self.decoder = Decoder(n_latents, n_obs_dims, hidden, n_layers)
         self.features = EdgeFeatures(n_latents, nonlinear=nonlinear)
         self.noise_loc = nn.Parameter(torch.zeros(n_envs, n_latents))
@@ -188,6 +188,7 @@ class LatentCausalNet(nn.Module):
         self._fold(self.shift_matrix(), torch.zeros(self.n_latents))
         self.shift.zero_()
         self._fold(a, b)
+        self.encoder.reset_full_cov()
         self.features.reset()
 
     def noise_scale(self) -> torch.Tensor:

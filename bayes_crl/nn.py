@@ -28,19 +28,48 @@ class Encoder(nn.Module):
     """
 
     def __init__(self, n_obs_dims: int, n_envs: int, n_latents: int, hidden: int = 64, n_layers: int = 3,
-                 use_env: bool = True):
+                 use_env: bool = True, full_cov: bool = False):
         super().__init__()
         self.n_envs = n_envs
         self.use_env = use_env
         self.net = mlp(n_obs_dims + (n_envs if use_env else 0), 2 * n_latents, hidden, n_layers)
+        self.full_cov = full_cov
+        if full_cov:
+            # per-row strictly upper-triangular entries of a unit triangular factor U(x, u); zero = mean-field
+            self.tril = nn.Linear(hidden if n_layers > 1 else n_obs_dims + (n_envs if use_env else 0),
+                                  n_latents * (n_latents - 1) // 2)
+            nn.init.zeros_(self.tril.weight)
+            nn.init.zeros_(self.tril.bias)
+
+    def _input(self, x: torch.Tensor, env: torch.Tensor) -> torch.Tensor:
+        if not self.use_env:
+            return x
+        return torch.cat([x, nn.functional.one_hot(env, self.n_envs).to(x.dtype)], -1)
 
     def forward(self, x: torch.Tensor, env: torch.Tensor):
-        if not self.use_env:
-            loc, raw = self.net(x).chunk(2, -1)
-            return loc, nn.functional.softplus(raw - 2.0) + 1e-4
-        h = torch.cat([x, nn.functional.one_hot(env, self.n_envs).to(x.dtype)], -1)
-        loc, raw = self.net(h).chunk(2, -1)
+        loc, raw = self.net(self._input(x, env)).chunk(2, -1)
         return loc, nn.functional.softplus(raw - 2.0) + 1e-4
+
+    def forward_full(self, x: torch.Tensor, env: torch.Tensor):
+        """``(loc (B, l), scale (B, l), u (B, l, l) or None)``: ``r = loc + (scale * eps) @ u``, ``u`` unit upper
+        triangular per row (``None`` for the mean-field encoder)."""
+        if not self.full_cov:
+            loc, scale = self.forward(x, env)
+            return loc, scale, None
+        h = self.net[:-1](self._input(x, env))
+        loc, raw = self.net[-1](h).chunk(2, -1)
+        l = loc.shape[-1]
+        iu = torch.triu_indices(l, l, 1)
+        u = torch.eye(l, dtype=loc.dtype).expand(*loc.shape[:-1], l, l).clone()
+        u[..., iu[0], iu[1]] = self.tril(h)
+        return loc, nn.functional.softplus(raw - 2.0) + 1e-4, u
+
+    @torch.no_grad()
+    def reset_full_cov(self) -> None:
+        """Back to a mean-field posterior (after a change of latent coordinates the factor no longer fits)."""
+        if self.full_cov:
+            self.tril.weight.zero_()
+            self.tril.bias.zero_()
 
     @torch.no_grad()
     def permute_latents(self, perm: torch.Tensor) -> None:
@@ -50,6 +79,7 @@ class Encoder(nn.Module):
         idx = torch.cat([perm, perm + l])
         last.weight.copy_(last.weight[idx])
         last.bias.copy_(last.bias[idx])
+        self.reset_full_cov()
 
 
 class Decoder(nn.Module):

@@ -802,7 +802,8 @@ def _net_config(net: torch.nn.Module) -> dict:
     return {"n_obs_dims": int(net.n_obs_dims), "n_envs": int(net.n_envs), "n_latents": int(net.n_latents),
             "hidden": int(linears[0].out_features) if len(linears) > 1 else 64, "n_layers": len(linears),
             "nonlinear": bool(net.features.nonlinear), "likelihood": str(net.likelihood),
-            "encoder_env": bool(net.encoder.use_env), "min_obs_scale": float(net.min_obs_scale)}
+            "encoder_env": bool(net.encoder.use_env), "min_obs_scale": float(net.min_obs_scale),
+            "full_cov": bool(getattr(net.encoder, "full_cov", False))}
 
 
 def _check_target(path: Path, overwrite: bool) -> bool:
@@ -1000,7 +1001,8 @@ def load_model(path: str | os.PathLike, *, edge_priors: Mapping[str, type] | Non
                                   hidden=int(cfg["hidden"]), n_layers=int(cfg["n_layers"]),
                                   nonlinear=bool(cfg["nonlinear"]), likelihood=str(cfg["likelihood"]),
                                   encoder_env=bool(cfg.get("encoder_env", True)),
-                                  min_obs_scale=float(cfg.get("min_obs_scale", 0.0)))
+                                  min_obs_scale=float(cfg.get("min_obs_scale", 0.0)),
+                                  full_cov=bool(cfg.get("full_cov", False)))
             gg = GlobalGuide(prior, int(gcfg["n_envs"]), int(gcfg["n_latents"]))
         net.load_state_dict(sds["net"])
         gg.load_state_dict(sds["global_guide"])

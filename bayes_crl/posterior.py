@@ -59,12 +59,15 @@ def inclusion_context(result: FitResult, x: torch.Tensor, env: torch.Tensor, *, 
     gen = torch.Generator().manual_seed(seed + 2)
     shift = net.shift_matrix()
     for i in range(0, n, 65536):  # chunked: memory does not grow with N
-        loc, scale = net.encoder(x[i:i + 65536], env[i:i + 65536])
+        loc, scale, u = net.encoder.forward_full(x[i:i + 65536], env[i:i + 65536])
         z = loc @ shift  # posterior means (as encode)
         # the parents' features on latents drawn from q(z | x, u), one draw per row: the model's noise scales are
         # those of latents drawn from q (their variance includes q's), so the explained variance is measured on the
         # same footing (on posterior means it comes out smaller, and weak edges fall below min_effect)
-        feats = net.features((loc + scale * torch.randn(loc.shape, generator=gen)) @ shift)  # (B, l, l)
+        w = scale * torch.randn(loc.shape, generator=gen)
+        if u is not None:
+            w = (w.unsqueeze(-2) @ u).squeeze(-2)
+        feats = net.features((loc + w) @ shift)  # (B, l, l)
         s1.index_add_(0, env[i:i + 65536], feats)
         s2.index_add_(0, env[i:i + 65536], feats**2)
         if n_order_draws > 0:
