@@ -47,9 +47,14 @@ class ShiftedNormal(TorchDistribution):
             return self.base.rsample(sample_shape) @ self.m
         w = self.base.rsample(sample_shape) - self.base.loc  # scale * eps
         r = self.base.loc + (w.unsqueeze(-2) @ self.u).squeeze(-2)
-        return r @ self.m
+        z = r @ self.m
+        self._cache = (z, w)  # log_prob of this draw needs no triangular solves
+        return z
 
     def log_prob(self, z):
+        cache = getattr(self, "_cache", None)
+        if cache is not None and cache[0] is z:
+            return self.base.log_prob(self.base.loc + cache[1]).sum(-1)
         flat = z.reshape(-1, z.shape[-1])
         r = torch.linalg.solve_triangular(self.m, flat, upper=True, left=False).reshape(z.shape)
         if self.u is None:
