@@ -163,13 +163,9 @@ class LatentCausalNet(nn.Module):
         last.bias[l:] = coef[-1].to(last.bias.dtype)
 
     @torch.no_grad()
-    def fold_shift(self, x: torch.Tensor | None = None, env: torch.Tensor | None = None) -> None:
-        """Absorb the shift into the encoder's last and the decoder's first layer and reset it to zero
-        (with ``x``, ``env``: and refit the encoder's scale head, see :meth:`apply_linear_map`)."""
-        m = self.shift_matrix()
-        if x is not None:
-            self._refit_scale_head(m, x, env)
-        self._fold(m, torch.zeros(self.n_latents))
+    def fold_shift(self) -> None:
+        """Absorb the shift into the encoder's last and the decoder's first layer and reset it to zero."""
+        self._fold(self.shift_matrix(), torch.zeros(self.n_latents))
         self.shift.zero_()
 
     @torch.no_grad()
@@ -185,8 +181,7 @@ class LatentCausalNet(nn.Module):
         """
         if x is not None:
             self._refit_scale_head(self.shift_matrix() @ a, x, env)
-        self._fold(self.shift_matrix(), torch.zeros(self.n_latents))
-        self.shift.zero_()
+        self.fold_shift()
         self._fold(a, b)
         self.encoder.reset_full_cov()
         self.features.reset()
