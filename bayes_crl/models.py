@@ -148,8 +148,7 @@ class LatentCausalNet(nn.Module):
         gives; the encoder would learn them by training), fitted by least squares on the head's inputs at ``x``.
         """
         enc = self.encoder
-        h = torch.cat([x, nn.functional.one_hot(env, enc.n_envs).to(x.dtype)], -1) if enc.use_env else x
-        hid = enc.net[:-1](h).double()
+        hid = enc.net[:-1](enc._input(x, env)).double()
         last = enc.net[-1]
         l = self.n_latents
         raw = hid @ last.weight[l:].double().T + last.bias[l:].double()
