@@ -59,10 +59,18 @@ class Encoder(nn.Module):
         h = self.net[:-1](self._input(x, env))
         loc, raw = self.net[-1](h).chunk(2, -1)
         l = loc.shape[-1]
-        iu = torch.triu_indices(l, l, 1)
-        u = torch.eye(l, dtype=loc.dtype).expand(*loc.shape[:-1], l, l).clone()
-        u[..., iu[0], iu[1]] = self.tril(h)
+        scatter, eye = self._triu_scatter(l, loc.dtype, loc.device)
+        u = (self.tril(h) @ scatter + eye).unflatten(-1, (l, l))  # one matmul: cheaper than an indexed write
         return loc, nn.functional.softplus(raw - 2.0) + 1e-4, u
+
+    @staticmethod
+    def _triu_scatter(l: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(S (l(l-1)/2, l*l), I (l*l,))``: ``t @ S + I`` puts the entries ``t`` above the diagonal of an
+        identity, row by row (the order of ``torch.triu_indices``)."""
+        iu = torch.triu_indices(l, l, 1)
+        scatter = torch.zeros(iu.shape[1], l * l, dtype=dtype, device=device)
+        scatter[torch.arange(iu.shape[1]), iu[0] * l + iu[1]] = 1.0
+        return scatter, torch.eye(l, dtype=dtype, device=device).flatten()
 
     @torch.no_grad()
     def reset_full_cov(self) -> None:
