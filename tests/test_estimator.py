@@ -3,6 +3,7 @@ import re
 import warnings
 
 import numpy as np
+import pyro
 import pytest
 import torch
 
@@ -94,6 +95,20 @@ def test_persistent_nonfinite_loss_stops_with_a_clear_error(data):
     with pytest.raises(NonFiniteLossError, match=r"SVI stopped at step 4: 5 consecutive steps"):
         fit_svi(x, torch.tensor(data.env), n_latents=2, n_envs=6, prior=get_prior("laplace"),
                 noise=get_noise_family("gaussian"), num_steps=20, max_bad_steps=5, order_search=False)
+
+
+@pytest.mark.parametrize("validate", [True, False])
+def test_validation_runs_after_a_bad_step_and_the_global_setting_is_restored(data, validate):
+    # Pyro's checks are off between good steps (speed) but on after a rejected step, so the error names the check
+    from pyro.infer.util import is_validation_enabled
+
+    x = torch.full((len(data.x), 4), float("nan"))
+    with pyro.validation_enabled(validate):
+        with pytest.raises(NonFiniteLossError, match=r"Last error: Expected parameter loc .* Real\(\)"):
+            fit_svi(x, torch.tensor(data.env), n_latents=2, n_envs=6, prior=get_prior("laplace"),
+                    noise=get_noise_family("gaussian"), num_steps=20, max_bad_steps=3, order_search=False)
+        assert is_validation_enabled() is validate
+        assert torch.distributions.Distribution._validate_args is validate
 
 
 def test_small_environments_and_constant_columns_warn(data):
