@@ -424,3 +424,17 @@ def test_full_covariance_guide_fits_saves_and_is_reset_by_linear_maps(tmp_path):
     assert loaded.result_.net.encoder.full_cov
     for a, b in zip(res.net.state_dict().values(), loaded.result_.net.state_dict().values()):
         torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def test_restart_selection_skips_a_warm_up_that_disagrees_with_the_others():
+    from bayes_crl.infer import _select_restart
+
+    # session 12, chain3-vanish3 seed 0: the sparsest warm-up had lost a latent and agreed 0.573 with the others
+    best, kept = _select_restart(np.array([0.573, 0.852, 0.858, 0.857]), [0.959, 1.119, 1.106, 1.087])
+    assert best == 3 and kept.tolist() == [False, True, True, True]
+    # chain3-gauss seed 4: a drop of 0.17 below the median is kept, and the sparsest run wins as before
+    best, kept = _select_restart(np.array([0.91, 0.905, 0.735, 0.91]), [0.991, 1.013, 1.092, 0.955])
+    assert best == 3 and kept.all()
+    # without unmixing losses: the most agreeing run, and every run votes
+    best, kept = _select_restart(np.array([0.5, 0.9, 0.7]), None)
+    assert best == 1 and kept.all()
