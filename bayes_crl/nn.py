@@ -4,6 +4,8 @@ All are plain ``torch.nn.Module`` s so they can be used outside Pyro.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -64,6 +66,7 @@ class Encoder(nn.Module):
         return loc, nn.functional.softplus(raw - 2.0) + 1e-4, u
 
     @staticmethod
+    @functools.lru_cache(maxsize=8)  # built once per (l, dtype, device), not on every forward pass
     def _triu_scatter(l: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """``(S (l(l-1)/2, l*l), I (l*l,))``: ``t @ S + I`` puts the entries ``t`` above the diagonal of an
         identity, row by row (the order of ``torch.triu_indices``)."""
