@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from bayes_crl._validation import BayesCRLValueError, check_array_2d, check_env, check_random_state, check_scalar
+from bayes_crl.priors import get_prior
 
 if TYPE_CHECKING:  # pragma: no cover
     import xarray as xr
@@ -106,9 +107,11 @@ def heldout_elbo(model: "LatentCausalModel", x: Any, env: Any, *, num_particles:
 def _loo(model: "LatentCausalModel", x: np.ndarray, env: np.ndarray, num_draws: int, seed: int) -> dict[str, Any]:
     """PSIS-LOO (``arviz_stats.loo``) per row on the tree of ``x``; failures are recorded in ``loo_note``.
 
-    A point-estimate prior (``"laplace"``, ``"none"``: MAP strengths) gives identical draws, where PSIS has
-    nothing to smooth; its importance weights are then constant and LOO equals the in-sample log predictive
-    density, which is what is reported (with a note, and ``nan`` Pareto k).
+    A point-estimate prior (``EdgePrior.point_estimate``: ``"laplace"``, ``"none"``, MAP strengths) gives
+    draws that differ only by rounding, where PSIS has nothing to smooth; LOO then equals the in-sample log
+    predictive density, which is what is reported (with a note, and ``nan`` Pareto k). Which case applies is
+    decided from the prior, never from comparing floating-point draws, so the branch cannot depend on the
+    machine.
     """
     out: dict[str, Any] = {"loo_elpd": float("nan"), "loo_se": float("nan"), "loo_pareto_k_max": float("nan"),
                            "loo_note": ""}
@@ -117,7 +120,7 @@ def _loo(model: "LatentCausalModel", x: np.ndarray, env: np.ndarray, num_draws: 
 
         dt = model.to_datatree(x, env, num_samples=num_draws, num_log_lik_draws=num_draws, seed=seed)
         ll = np.asarray(dt["log_likelihood"]["x"].values, dtype=np.float64).reshape(-1, x.shape[0])  # (S, N)
-        if np.all(np.ptp(ll, axis=0) == 0):
+        if get_prior(model.edge_prior).point_estimate:  # decided by the prior, never by comparing float draws
             n = ll.shape[1]
             out.update(loo_elpd=float(ll[0].mean()), loo_se=float(ll[0].std(ddof=1) / np.sqrt(n)) if n > 1 else
                        float("nan"), loo_note="point-estimate posterior: in-sample lpd (p_loo = 0)")

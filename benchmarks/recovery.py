@@ -1,9 +1,16 @@
-"""Recovery benchmark: the paper's synthetic setting, fitted with the estimator's defaults.
+"""Recovery benchmark: the paper's synthetic setting and data from outside generators, fitted with the
+estimator's defaults.
 
 Runs a grid of (setting, prior, seed) fits, appends one JSON line per fit to ``--results`` (so an
 interrupted run resumes where it stopped) and writes the summary tables into ``--out`` (BENCHMARKS.md).
 
     python benchmarks/recovery.py --suite default --workers 2 --out benchmarks/results/recovery.md
+
+The ``outside`` suite fits the ``.npz`` files of a folder written by generators this project did not write
+(keys ``x, env, z, adjacency[parent, child]``; see the folder's README), with the estimator's defaults and, in
+the same run, the iVAE baseline and the paper's point estimate (``PaperL1``):
+
+    python benchmarks/recovery.py --suite outside --data-dir ../shared/outside --results runs/outside.jsonl
 
 Each fit uses one torch thread; ``--workers`` fits run side by side.
 """
@@ -62,11 +69,60 @@ SUITES = {
         (f"chain3-env{e}", dict(n_latents=3, graph="chain", noise="gaussian", n_envs=e), {}, range(2))
         for e in (3, 5, 7, 10, 20)
     ],
+    # the regimes of outside generators: observed dimension d = l and d = 2l, linear mechanisms, strengths
+    # |w| in (0.2, 1.5) with random signs, noise locations +-2 and scales spanning a factor of 30, fewer
+    # environments than 2l + 1
+    "wide": [
+        *[(f"chain3-d{d}-lin", dict(n_latents=3, graph="chain", noise="gaussian", mechanism="linear", n_obs_dims=d,
+                                    weight_range=(0.2, 1.5)), {}, range(2)) for d in (3, 6)],
+        *[(f"random5-d{d}-lin", dict(n_latents=5, graph="random", expected_degree=1.5, noise="gaussian",
+                                     mechanism="linear", n_obs_dims=d, weight_range=(0.2, 1.5), n_envs=40), {}, range(2))
+          for d in (5, 10)],
+        ("chain3-d3-nonlin", dict(n_latents=3, graph="chain", noise="gaussian", n_obs_dims=3), {}, range(2)),
+        ("chain3-d6-violate2", dict(n_latents=3, graph="chain", noise="gaussian", mechanism="linear", n_obs_dims=6,
+                                    weight_range=(0.2, 1.5), violate=[2]), {}, range(2)),
+        ("chain3-d6-env5", dict(n_latents=3, graph="chain", noise="gaussian", mechanism="linear", n_obs_dims=6,
+                                weight_range=(0.2, 1.5), n_envs=5), {}, range(1)),
+        ("null3-d3", dict(n_latents=3, graph="random", expected_degree=0.0, noise="gaussian", n_obs_dims=3), {},
+         range(1)),
+    ],
     "smoke": [
         ("chain2-gauss", dict(n_latents=2, graph="chain", noise="gaussian", n_envs=6, n_per_env=100), {"num_steps": 50},
          range(1)),
     ],
 }
+
+# methods fitted to every file of the outside suite ("LatentCausalModel": the estimator's defaults)
+OUTSIDE_METHODS = ("LatentCausalModel", "IVAE", "PaperL1")
+
+
+def outside_suite(data_dir: str) -> list:
+    """One setting per ``.npz`` file in ``data_dir`` and method (``<file>`` or ``<file>/<method>``), seed 0."""
+    if not os.path.isdir(data_dir):
+        raise SystemExit(f"--data-dir: expected a folder of .npz files, got {data_dir!r} (not a folder)")
+    files = sorted(f[:-4] for f in os.listdir(data_dir) if f.endswith(".npz"))
+    if not files:
+        raise SystemExit(f"--data-dir: no .npz files in {data_dir!r}")
+    return [(f if m == "LatentCausalModel" else f"{f}/{m}", {"outside": os.path.join(data_dir, f + ".npz")},
+             {} if m == "LatentCausalModel" else {"_method": m}, range(1)) for f in files for m in OUTSIDE_METHODS]
+
+
+def _load_outside(path: str):
+    """The file's ``x, env, z, adjacency`` as a simulator-like namespace (``condition_iv`` from ``weights``)."""
+    from types import SimpleNamespace
+
+    with np.load(path, allow_pickle=False) as f:
+        d = {k: f[k] for k in f.files}
+    adj = np.asarray(d["adjacency"], dtype=int)
+    l = adj.shape[0]
+    if "weights" in d:  # (iv): every incoming edge of a node vanishes in some environment
+        w = np.asarray(d["weights"])
+        civ = [bool(all((w[:, j, i] == 0).any() for j in np.flatnonzero(adj[:, i]))) for i in range(l)]
+    else:
+        civ = [True] * l
+    return SimpleNamespace(x=d["x"].astype(np.float64), env=d["env"].astype(np.int64), z=d["z"].astype(np.float64),
+                           adjacency=adj, condition_iv=civ)
+
 
 SIM_DEFAULTS = dict(n_envs=30, n_per_env=1000, n_obs_dims=10, mechanism="nonlinear")
 
@@ -94,14 +150,34 @@ def run_one(job):
     from baselines import graph_scores  # benchmarks/baselines.py
     from bayes_crl import LatentCausalModel, metrics, simulate_latent_anm
 
-    sk = {**SIM_DEFAULTS, **simkw}
-    data = simulate_latent_anm(random_state=seed, **sk)
+    if "outside" in simkw:
+        data = _load_outside(simkw["outside"])
+        sk = {"outside": os.path.basename(simkw["outside"]), "n_latents": data.z.shape[1]}
+    else:
+        sk = {**SIM_DEFAULTS, **simkw}
+        data = simulate_latent_anm(random_state=seed, **sk)
+    modelkw = dict(modelkw)
+    method = modelkw.pop("_method", "LatentCausalModel")
     mk = {"n_latents": sk["n_latents"], "random_state": seed, **modelkw}
     import warnings
 
+    if method != "LatentCausalModel":
+        from baselines import _estimator, fit_and_score  # benchmarks/baselines.py
+
+        job = {"setting": name, "seed": seed, "method": method, "sim": sk, "model": mk,
+               "condition_iv": [bool(c) for c in data.condition_iv],
+               "is_root": [bool(data.adjacency[:, i].sum() == 0) for i in range(sk["n_latents"])]}
+        r = fit_and_score(_estimator(method, **mk), data, job)
+        r["prior"] = "laplace" if method == "PaperL1" else "—"
+        if r["probs"] is None:
+            r.update(shd=float("nan"), brier=float("nan"), auroc=float("nan"), probs=np.full_like(
+                data.adjacency, np.nan, dtype=float).tolist())
+        return r
+    t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         m = LatentCausalModel(**mk).fit(data.x, env=data.env)
+        report = m.identifiability_report()
     z_hat = m.transform(data.x, env=data.env)
     if save_dir:
         os.makedirs(save_dir, exist_ok=True)
@@ -121,7 +197,9 @@ def run_one(job):
         **graph_scores(m.edge_inclusion_, perm, data.adjacency),  # probs, shd, brier, auroc
         "fit_seconds": float(m.fit_seconds_), "condition_iv": [bool(c) for c in data.condition_iv],
         "is_root": [bool(data.adjacency[:, i].sum() == 0) for i in range(sk["n_latents"])],
-        "truth": data.adjacency.tolist(), **extra,
+        "truth": data.adjacency.tolist(), "method": method, "wall_seconds": time.perf_counter() - t0,
+        # the report's verdict per learned latent, in the order of the true latents they were matched to
+        "identified": [bool(report.latents[perm[i]].identified) for i in range(sk["n_latents"])], **extra,
     }
 
 
@@ -150,8 +228,9 @@ def summarise(rows: list[dict]) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--suite", default="default", choices=sorted(SUITES))
+    ap.add_argument("--suite", default="default", choices=sorted([*SUITES, "outside"]))
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--data-dir", default=None, help="folder of outside .npz datasets (needed by --suite outside)")
     ap.add_argument("--results", default="benchmarks/results/recovery.jsonl")
     ap.add_argument("--out", default=None, help="write the summary table (with machine and wall time) to this file")
     ap.add_argument("--only", default=None, help="comma-separated settings to run")
@@ -159,6 +238,8 @@ def main(argv=None) -> int:
     ap.add_argument("--save-dir", default=None, help="also save each fitted model here (for offline analysis)")
     ap.add_argument("--fit-svi-kw", default=None, help="JSON object of extra bayes_crl.infer.fit_svi arguments for every "
                     "fit (setting names get '/<key>=<value>' appended), e.g. '{\"warmup_unmix\": \"local\"}'")
+    ap.add_argument("--model-kw", default=None, help="JSON object of extra LatentCausalModel arguments for every fit "
+                    "(setting names get '/<key>=<value>' appended), e.g. '{\"min_obs_scale\": 0.02}'")
     ap.add_argument("--prior", default=None, help="fit every setting with this edge_prior instead (setting names get "
                     "'/<prior>' appended)")
     a = ap.parse_args(argv)
@@ -171,7 +252,12 @@ def main(argv=None) -> int:
             rows.append(r)
             done.add((r["setting"], r["seed"]))
     only = set(a.only.split(",")) if a.only else None
-    suite = SUITES[a.suite]
+    if a.suite == "outside":
+        if not a.data_dir:
+            ap.error("--suite outside needs --data-dir (a folder of .npz files)")
+        suite = outside_suite(a.data_dir)
+    else:
+        suite = SUITES[a.suite]
     if a.prior:
         suite = [(f"{n.split('/')[0]}/{a.prior}", sk, {**mk, "edge_prior": a.prior}, seeds) for n, sk, mk, seeds in suite
                  if only is None or n in only]
@@ -180,6 +266,12 @@ def main(argv=None) -> int:
     if fit_kw:
         tag = ",".join(f"{k}={v}" for k, v in sorted(fit_kw.items()))
         suite = [(f"{n}/{tag}", sk, mk, seeds) for n, sk, mk, seeds in suite if only is None or n in only]
+        only = {n for n, *_ in suite}
+    model_kw = json.loads(a.model_kw) if a.model_kw else {}
+    if model_kw:
+        tag = ",".join(f"{k}={v}" for k, v in sorted(model_kw.items()))
+        suite = [(f"{n}/{tag}", sk, {**mk, **model_kw}, seeds) for n, sk, mk, seeds in suite
+                 if (only is None or n in only) and "_method" not in mk]
         only = {n for n, *_ in suite}
     keep_seeds = {int(s) for s in a.seeds.split(",")} if a.seeds else None
     jobs = [(n, sk, mk, s, a.save_dir) for n, sk, mk, seeds in suite for s in seeds

@@ -124,3 +124,31 @@ def test_small_environments_and_constant_columns_warn(data):
         LatentCausalModel(n_latents=2, **FAST).fit(data.x, env=env)
     with pytest.raises(BayesCRLValueError, match="only constant columns"):
         LatentCausalModel(n_latents=2, **FAST).fit(np.ones_like(data.x), env=data.env)
+
+
+def test_sklearn_clone_and_params():
+    from sklearn.base import clone
+
+    m = LatentCausalModel(n_latents=4, edge_prior="spike_slab")
+    c = clone(m)
+    assert c is not m and c.get_params() == m.get_params()
+    assert not hasattr(c, "edge_inclusion_")
+    assert repr(m) == "LatentCausalModel(edge_prior='spike_slab', n_latents=4)"  # non-default parameters only
+    c.set_params(num_steps=11, noise="laplace")
+    assert (c.num_steps, c.noise) == (11, "laplace")
+    with pytest.raises(ValueError, match="Invalid parameter 'nosie'"):
+        c.set_params(nosie="laplace")
+
+
+def test_grid_search_over_priors(data):
+    from sklearn.model_selection import GridSearchCV, PredefinedSplit
+
+    # the score is the held-out ELBO per row; a predefined split keeps every environment on both sides
+    fold = np.arange(len(data.env)) % 2
+    gs = GridSearchCV(LatentCausalModel(n_latents=2, random_state=0, **FAST),
+                      {"edge_prior": ["horseshoe", "laplace"]}, cv=PredefinedSplit(fold), refit=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gs.fit(data.x, data.env)
+    assert list(gs.cv_results_["param_edge_prior"]) == ["horseshoe", "laplace"]
+    assert np.all(np.isfinite(gs.cv_results_["mean_test_score"]))
