@@ -24,14 +24,11 @@ A run folder written by ``fit`` holds:
 ``model/``
     The fitted :class:`~bayes_crl.LatentCausalModel` (:meth:`~bayes_crl.LatentCausalModel.save`;
     safetensors + JSON, loading never unpickles).
-``posterior.nc`` or ``posterior/``
+``posterior.nc``
     The ArviZ DataTree of :meth:`~bayes_crl.LatentCausalModel.to_datatree` (log-likelihood on a
-    subsample of rows, see ``--loglik-rows``). ``DataTree.to_netcdf`` needs a netCDF4 engine
-    (``netCDF4`` or ``h5netcdf``); when one is installed the tree is one NETCDF4 file with groups,
-    ``posterior.nc``. Neither is a dependency of bayes_crl (they pull HDF5), so otherwise the tree is
-    written as a folder ``posterior/`` with one NETCDF3 file per group (``posterior/posterior.nc``,
-    ``posterior/log_likelihood.nc``, ...) by scipy's netCDF writer, which xarray always has.
-    :func:`read_datatree` reads either form back into a DataTree.
+    subsample of rows, see ``--loglik-rows``) as one netCDF-4 file with groups (``posterior``,
+    ``log_likelihood``, ``observed_data``, ``constant_data``, ...), written with ``h5netcdf``:
+    ``xarray.open_datatree(path)`` and ArviZ open it directly.
 ``figures/``
     PNG figures from :func:`bayes_crl.plots.write_report_figures`.
 """
@@ -74,17 +71,8 @@ class _Parser(argparse.ArgumentParser):
 # ----------------------------------------------------------------------------------------------------
 # DataTree I/O
 # ----------------------------------------------------------------------------------------------------
-def _netcdf4_engine() -> str | None:
-    import importlib.util
-
-    for engine, module in (("netcdf4", "netCDF4"), ("h5netcdf", "h5netcdf")):
-        if importlib.util.find_spec(module) is not None:
-            return engine
-    return None
-
-
 def write_datatree(dt: Any, run_dir: str | os.PathLike) -> tuple[str, str]:
-    """Write a DataTree into ``run_dir`` as netCDF.
+    """Write a DataTree into ``run_dir/posterior.nc``: one netCDF-4 file with groups (``h5netcdf`` engine).
 
     Parameters
     ----------
@@ -95,47 +83,22 @@ def write_datatree(dt: Any, run_dir: str | os.PathLike) -> tuple[str, str]:
     Returns
     -------
     path : str
-        ``run_dir/posterior.nc`` (one NETCDF4 file with groups, when the ``netCDF4`` or ``h5netcdf``
-        engine is installed) or ``run_dir/posterior`` (a folder with one NETCDF3 file per group written
-        with the ``scipy`` engine, plus ``groups.json`` listing them in order).
+        ``run_dir/posterior.nc``, readable by ``xarray.open_datatree`` and ArviZ.
     format : str
-        ``"netcdf4"`` or ``"netcdf3-groups"``.
+        ``"netcdf4"``.
     """
-    run_dir = Path(run_dir)
-    engine = _netcdf4_engine()
-    if engine is not None:
-        path = run_dir / POSTERIOR_FILE
-        dt.to_netcdf(path, engine=engine)
-        return str(path), "netcdf4"
-    folder = run_dir / POSTERIOR_DIR
-    folder.mkdir(exist_ok=True)
-    groups = []
-    for name, node in dt.children.items():
-        ds = node.to_dataset()
-        ds.attrs = {k: _nc3_attr(v) for k, v in ds.attrs.items()}
-        ds.to_netcdf(folder / f"{name}.nc", engine="scipy", format="NETCDF3_64BIT")
-        groups.append(name)
-    (folder / _GROUPS_MANIFEST).write_text(json.dumps({"format": "bayes_crl.datatree-netcdf3/1",
-                                                      "groups": groups}, indent=2))
-    return str(folder), "netcdf3-groups"
-
-
-def _nc3_attr(v: Any) -> Any:
-    """netCDF3 attributes hold strings and numbers (or lists of numbers); booleans become ints."""
-    if isinstance(v, (bool, np.bool_)):
-        return int(v)
-    if isinstance(v, (list, tuple)) and all(isinstance(t, (bool, np.bool_)) for t in v):
-        return [int(t) for t in v]
-    return v
+    path = Path(run_dir) / POSTERIOR_FILE
+    dt.to_netcdf(path, engine="h5netcdf")
+    return str(path), "netcdf4"
 
 
 def read_datatree(path: str | os.PathLike) -> Any:
-    """Read a DataTree written by :func:`write_datatree` (or by ``bayes-crl fit``).
+    """Read the posterior DataTree written by :func:`write_datatree` (or by ``bayes-crl fit``).
 
     Parameters
     ----------
     path : str or path-like
-        A run folder, its ``posterior.nc`` file or its ``posterior/`` folder.
+        A run folder or its ``posterior.nc`` file.
 
     Returns
     -------
@@ -145,23 +108,13 @@ def read_datatree(path: str | os.PathLike) -> Any:
     import xarray as xr
 
     path = Path(path)
-    if path.is_dir() and (path / POSTERIOR_FILE).is_file():
+    if path.is_dir():
         path = path / POSTERIOR_FILE
-    elif path.is_dir() and (path / POSTERIOR_DIR / _GROUPS_MANIFEST).is_file():
-        path = path / POSTERIOR_DIR
-    if path.is_file():
-        with xr.open_datatree(path) as dt:
-            return dt.load()
-    manifest = path / _GROUPS_MANIFEST
-    if not manifest.is_file():
-        raise FileNotFoundError(f"'{path}' holds no posterior written by bayes-crl fit (no '{POSTERIOR_FILE}' "
-                                f"and no '{POSTERIOR_DIR}/{_GROUPS_MANIFEST}').")
-    groups = json.loads(manifest.read_text())["groups"]
-    tree = {}
-    for g in groups:
-        with xr.open_dataset(path / f"{g}.nc", engine="scipy") as ds:
-            tree[f"/{g}"] = ds.load()
-    return xr.DataTree.from_dict(tree)
+    if not path.is_file():
+        raise FileNotFoundError(f"'{path}' holds no posterior written by bayes-crl fit (expected a netCDF-4 file "
+                                f"'{POSTERIOR_FILE}').")
+    with xr.open_datatree(path, engine="h5netcdf") as dt:
+        return dt.load()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -428,7 +381,7 @@ def _cmd_fit(a: argparse.Namespace) -> int:
     x, env, truth, kind = _load_data(a.data, a.env_column)
     model = LatentCausalModel(n_latents=a.latents, edge_prior=a.prior, noise=a.noise, mechanism=a.mechanism,
                               num_steps=a.steps, n_restarts=a.restarts, num_posterior_samples=a.posterior_samples,
-                              progress=not a.no_progress, random_state=a.seed)
+                              progress=a.progress, random_state=a.seed)
     model.fit(x, env)
     if a.overwrite:
         _clear_previous_run(run_dir)  # only now: a failed fit leaves the previous results in place
@@ -573,7 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
     f.add_argument("--out", required=True, help="run folder (created; must be empty unless --overwrite)")
     f.add_argument("--overwrite", action="store_true", help="write into a non-empty run folder, replacing results")
-    f.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    f.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="show fit progress (a bar in a terminal, a plain line every 5 %% in a log; default: on)")
     f.set_defaults(func=_cmd_fit)
 
     r = sub.add_parser("report", help="print the summary of a run folder (re-writes missing figures)",

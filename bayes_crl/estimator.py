@@ -340,6 +340,18 @@ class LatentCausalModel(BaseEstimator):
 
         return to_datatree(self, x, env, num_samples=num_samples, seed=seed, **kw)
 
+    def to_netcdf(self, path, x=None, env=None, *, num_samples: int = 1000, seed: int = 0, overwrite: bool = False,
+                  **kw) -> str:
+        """Write :meth:`to_datatree` as one netCDF-4 file (``h5netcdf``) that ``xarray.open_datatree`` and ArviZ
+        open directly; refuses to replace an existing file unless ``overwrite=True``. Returns the path."""
+        import os
+
+        if os.path.exists(path) and not overwrite:
+            raise FileExistsError(f"The 'path' argument of to_netcdf names an existing file, {str(path)!r}; pass "
+                                  "overwrite=True to replace it.")
+        self.to_datatree(x, env, num_samples=num_samples, seed=seed, **kw).to_netcdf(path, engine="h5netcdf")
+        return str(path)
+
     def identifiability_report(self, *, threshold: float = 0.5, vanish_tol: float | None = None, prob: float = 0.9):
         """What the fitted posterior says is and is not identified (see :mod:`bayes_crl.identifiability`)."""
         self._check_fitted()

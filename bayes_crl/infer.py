@@ -302,7 +302,8 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
         after a rejected one, so the error names the check that failed; in between they are off (they cost
         about 15 % of a step) and a value they would reject shows up as a non-finite loss, rejected the same way.
     progress : bool
-        Show a tqdm progress bar.
+        Show progress: tqdm's bar in notebooks and terminals, a plain line every 5 % otherwise
+        (:mod:`bayes_crl.progress`).
     callback : callable, optional
         ``callback(step, net, global_guide, loss)`` called every 100 steps of the kept run (for monitoring).
     checkpoint_dir : str, optional
@@ -342,8 +343,9 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
     total = n_restarts * warm + (num_steps - warm)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=total, desc="SVI", leave=False)
+        from bayes_crl.progress import progress_bar
+
+        bar = progress_bar(total, "SVI")
 
     def run_steps(run: _Run, steps, main: bool, loss_store: np.ndarray | None, latent_only: bool = False):
         step_prior = prior if main else warm_prior

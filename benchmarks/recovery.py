@@ -206,23 +206,31 @@ def run_one(job):
 def summarise(rows: list[dict]) -> str:
     out = []
     settings = list(dict.fromkeys(r["setting"] for r in rows))
-    out.append("| setting | prior | seeds | MPC median | MPC min | per-latent corr (median) | SHD median | SHD=0 | "
-               "AUROC (pooled) | Brier | fit s (median) |")
-    out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    out.append("| setting | method | prior | fits | MPC median | MPC min | per-latent corr (median) | SHD median | SHD=0 | "
+               "AUROC (pooled) | Brier | roots >= 0.95 | identified (report) | fit s (median) |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     from sklearn.metrics import roc_auc_score
 
     for s in settings:
         rs = [r for r in rows if r["setting"] == s]
         mpcs = np.array([r["mpc"] for r in rs])
         pl = np.median(np.array([r["per_latent"] for r in rs]), 0)
-        shds = np.array([r["shd"] for r in rs])
+        shds = np.array([r["shd"] for r in rs], dtype=float)
         t = np.concatenate([np.array(r["truth"])[~np.eye(len(r["truth"]), dtype=bool)] for r in rs])
-        p = np.concatenate([np.array(r["probs"])[~np.eye(len(r["probs"]), dtype=bool)] for r in rs])
-        au = float(roc_auc_score(t, p)) if 0 < t.sum() < len(t) else float("nan")
-        br = float(np.mean((p - t) ** 2))
-        out.append(f"| {s} | {rs[0]['prior']} | {len(rs)} | {np.median(mpcs):.3f} | {mpcs.min():.3f} | "
-                   f"{', '.join(f'{c:.3f}' for c in pl)} | {np.median(shds):.1f} | {(shds == 0).sum()}/{len(rs)} | "
-                   f"{au:.3f} | {br:.3f} | {np.median([r['fit_seconds'] for r in rs]):.0f} |")
+        p = np.concatenate([np.array(r["probs"], dtype=float)[~np.eye(len(r["probs"]), dtype=bool)] for r in rs])
+        graph = bool(np.all(np.isfinite(p)))
+        au = float(roc_auc_score(t, p)) if graph and 0 < t.sum() < len(t) else float("nan")
+        br = float(np.mean((p - t) ** 2)) if graph else float("nan")
+        roots = [c for r in rs for c, root in zip(r["per_latent"], r.get("is_root", [])) if root]
+        roots_ok = f"{sum(c >= 0.95 for c in roots)}/{len(roots)}" if roots else "—"
+        ident = [r["identified"] for r in rs if r.get("identified") is not None]
+        ident_s = " ".join("".join("y" if v else "n" for v in i) for i in ident) if ident else "—"
+        shd_s = f"{np.median(shds):.1f} | {(shds == 0).sum()}/{len(rs)}" if graph else "— | —"
+        out.append(f"| {s.split('/')[0]} | {rs[0].get('method', 'LatentCausalModel')}{'/' + '/'.join(s.split('/')[1:]) if '/' in s and rs[0].get('method', 'LatentCausalModel') == 'LatentCausalModel' else ''} | "
+                   f"{rs[0]['prior']} | {len(rs)} | {np.median(mpcs):.3f} | {mpcs.min():.3f} | "
+                   f"{', '.join(f'{c:.3f}' for c in pl)} | {shd_s} | "
+                   f"{'—' if np.isnan(au) else f'{au:.3f}'} | {'—' if np.isnan(br) else f'{br:.3f}'} | {roots_ok} | "
+                   f"{ident_s} | {np.median([r['fit_seconds'] for r in rs]):.0f} |")
     return "\n".join(out)
 
 

@@ -167,3 +167,19 @@ def test_input_errors(model, data):
         to_datatree(model, num_samples=0)
     with pytest.raises(BayesCRLValueError, match="fitted"):
         to_datatree(LatentCausalModel())
+
+
+def test_to_netcdf_opens_with_xarray_and_refuses_to_overwrite(model, data, tmp_path):
+    import xarray as xr
+
+    path = tmp_path / "posterior.nc"
+    assert model.to_netcdf(path, data.x[:50], LABELS[data.env[:50]], num_samples=20) == str(path)
+    with xr.open_datatree(path) as back:
+        assert {"posterior", "log_likelihood", "observed_data", "constant_data"} <= set(back.children)
+        assert back["log_likelihood"]["x"].sizes["obs"] == 50
+        assert back["posterior"]["edge_weight"].sizes["draw"] == 20
+    with pytest.raises(FileExistsError, match="'path' argument of to_netcdf"):
+        model.to_netcdf(path)
+    model.to_netcdf(path, overwrite=True, num_samples=10)
+    with xr.open_datatree(path) as back:
+        assert back["posterior"]["edge_weight"].sizes["draw"] == 10
