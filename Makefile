@@ -26,7 +26,7 @@ test-slow: $(STAMP)
 	MPLBACKEND=Agg $(VPY) -m pytest -q -m slow
 
 bench: $(STAMP)
-	MPLBACKEND=Agg $(VPY) benchmarks/recovery.py --workers 2 --out benchmarks/results/recovery.md
+	MPLBACKEND=Agg $(VPY) benchmarks/recovery.py --workers 2 --out benchmarks/results/recovery_default.md
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -38,16 +38,12 @@ class LatentCausalModel(BaseEstimator):
         Number of latent causal variables ``l``.
     edge_prior : {"horseshoe", "spike_slab", "laplace", "none"} or EdgePrior, default "horseshoe"
         Sparsity prior on the edge strengths (see :mod:`bayes_crl.priors`). The horseshoe is the default
-        because its inclusion probabilities separate true from false edges best (chain benchmark, 5 seeds,
-        session 3: edge AUROC 0.83, Brier 0.20, against 0.70 and 0.22 for the spike-and-slab; with the
-        centring of session 4 the horseshoe's are 0.74 and 0.23, in session 5 0.67 and 0.29 on the chain and
-        0.81 and 0.057 on random 5-latent graphs, in session 6 0.80 and 0.19 on the chain and 0.81 and 0.050
-        on random 5-latent graphs; BENCHMARKS.md). Since session 7 the probabilities also carry the
-        uncertainty of the edge's orientation and of its dependence on the environments observed
-        (``n_order_draws``); before, they were conditional on the fitted latents and order and effectively 0 or
-        1. Known
-        limitation of ``"spike_slab"``: its relaxed gates barely move from their start, so its inclusion
-        probabilities stay near 0.5.
+        because its inclusion probabilities separate true from false edges at least as well as the others'
+        (BENCHMARKS.md, edge probabilities and priors). The probabilities carry the uncertainty of the edge's
+        orientation and of its dependence on the environments observed (``n_order_draws``). Known
+        limitations: the probabilities come mostly from that environment bootstrap and an effect threshold, so
+        the horseshoe, Laplace and flat priors give nearly the same ones; the relaxed gates of
+        ``"spike_slab"`` barely move from their start, so its inclusion probabilities stay near 0.5.
     noise : {"gaussian", "laplace", "gamma"}, default "gaussian"
         Family of the latent noise ``n_i | u``.
     mechanism : {"nonlinear", "linear"}, default "nonlinear"
@@ -78,16 +74,12 @@ class LatentCausalModel(BaseEstimator):
         of the benchmark the unmixing raised the MPC of the kept warm-up from a median 0.85 to 0.97, and the
         centring the final MPC from a median 0.940 to 0.963 (BENCHMARKS.md). The search after the warm-ups
         starts from many random maps; the later ones descend from the current coordinates only
-        (``bayes_crl.infer.fit_svi(later_unmix="local")``): a many-start search there often jumped to a wrong
-        basin of the (nonlinearity-biased) sparsity criterion. Session 8, 8 identifiable fits: chain MPC
-        minimum 0.872 -> 0.945, edge AUROC 0.917 -> 0.948, Brier 0.080 -> 0.074 (0.960 and 0.064 with the
-        inclusion threshold of session 8, :data:`bayes_crl.priors.MIN_EFFECT`); on the 18 fits of other
-        generators a wash (4 better, 5 worse by more than 0.02; median MPC 0.970 -> 0.932; BENCHMARKS.md).
-        On the final latents, every latent with children then takes the flat direction ``z_i - c z_parent``
-        under which it carries its children's dependence on its parents (:func:`bayes_crl.unmix.children_map`,
-        ``fit_svi(flat_direction="children")``): the centring convention left the middle latent of a chain mixed
-        with its parent and put in a false grandparent edge. Session 9, chain l = 3: SHD 0 on 2 -> 4 of 5 seeds,
-        median MPC 0.969 -> 0.981 (BENCHMARKS.md).
+        (:func:`bayes_crl.stages.identify` with one start): on fitted latents a many-start search often jumps
+        to a wrong basin of the sparsity criterion, which nonlinear mechanisms bias (BENCHMARKS.md). On the
+        final latents, every latent with children then takes the flat direction ``z_i - c z_parent`` under
+        which it carries its children's dependence on its parents (:func:`bayes_crl.unmix.children_map`): the
+        centring convention alone leaves the middle latent of a chain mixed with its parent and puts in a false
+        grandparent edge (chain l = 3: SHD 0 on 4 of 5 seeds against 2 of 5, BENCHMARKS.md).
     min_obs_scale : float, default 0.1
         Floor of the decoder noise scale, in units of the standardised ``x``: keeps the prior's say in the
         ELBO when the observation noise is tiny (with a free scale the fit becomes a near-deterministic
@@ -105,9 +97,9 @@ class LatentCausalModel(BaseEstimator):
         ``l 2^l``: per 100 draws on 30 x 1000 rows, about 1 s at l = 3, 9 s at l = 5, 84 s at l = 7, 240 s at
         l = 8; BENCHMARKS.md). ``0``: the probabilities are conditional on
         the fitted order and on the environments' weights, as the variational posterior alone gives them
-        (effectively 0 or 1 with thousands of rows). Measured on the same 8 fits of the identifiable benchmark settings
-        (chain l = 3, random l = 5; session 7, ``benchmarks/rescore.py``): edge AUROC 0.818 -> 0.917 and Brier
-        0.096 -> 0.080 (BENCHMARKS.md).
+        (effectively 0 or 1 with thousands of rows). On 8 fits of the identifiable benchmark settings (chain l = 3,
+        random l = 5, ``benchmarks/rescore.py``) the bootstrap draws gave edge AUROC 0.917 and Brier 0.080, the
+        conditional probabilities 0.818 and 0.096 (BENCHMARKS.md).
     progress : bool, default False
         Show a progress bar during ``fit``.
     strict : bool, default False

@@ -28,7 +28,7 @@ linear coordinates of the pair fits it exactly, and the mixture that makes the e
 environment satisfies (iv) as well. Such a pair is identified only as far as the rest of the graph's sparsity
 constrains it; nonlinear mechanisms or non-Gaussian noise are what separate it (the additive-noise asymmetry).
 The benchmark's worst latents are adjacent pairs mixed this way, with the default nonlinear model too
-(``BENCHMARKS.md``, session 10; ``benchmarks/pair_mixing.py``).
+(``BENCHMARKS.md``; ``benchmarks/pair_mixing.py``).
 
 :func:`assess_identifiability` is the pure function on arrays; :func:`identifiability_report` applies it
 to a fitted :class:`~bayes_crl.LatentCausalModel`.

@@ -137,49 +137,18 @@ class LatentCausalNet(nn.Module):
         first.bias.copy_(first.bias - b @ a_inv @ w.T)
 
     @torch.no_grad()
-    def _refit_scale_head(self, t: torch.Tensor, x: torch.Tensor, env: torch.Tensor) -> None:
-        """Refit the encoder's scale head for latents ``z' = z t + b`` (before folding ``t``).
-
-        The mean head folds ``t`` exactly; the scale head cannot (``q`` is mean-field), so without this the
-        guide keeps the old coordinates' posterior scales in the new ones: after an unmixing that shrinks every
-        coordinate to 0.6 times its size, ``q`` was 1.7 times too wide and the reconstruction term of the ELBO
-        lost 4 nats per row (chain l = 3, session 11). The new scales are the mean-field ones of the mapped
-        Gaussian ``N(mu t + b, t^T diag(s^2) t)``, ``s'_k = (sum_j (t^-1)_kj^2 / s_j^2)^(-1/2)`` (what KL(q || p)
-        gives; the encoder would learn them by training), fitted by least squares on the head's inputs at ``x``.
-        """
-        enc = self.encoder
-        hid = enc.net[:-1](enc._input(x, env)).double()
-        last = enc.net[-1]
-        l = self.n_latents
-        raw = hid @ last.weight[l:].double().T + last.bias[l:].double()
-        s = nn.functional.softplus(raw - 2.0) + 1e-4
-        prec = s.pow(-2) @ torch.linalg.inv(t.double()).pow(2).T  # (B, l): (sum_j (t^-1)_kj^2 / s_j^2)
-        s_new = (prec.rsqrt() - 1e-4).clamp(min=1e-6)
-        target = torch.where(s_new > 20.0, s_new, torch.log(torch.expm1(s_new.clamp(max=20.0)))) + 2.0
-        f = torch.cat([hid, torch.ones(len(hid), 1, dtype=hid.dtype)], 1)
-        coef = torch.linalg.lstsq(f.T @ f + 1e-6 * torch.eye(f.shape[1], dtype=f.dtype), f.T @ target).solution
-        last.weight[l:] = coef[:-1].T.to(last.weight.dtype)
-        last.bias[l:] = coef[-1].to(last.bias.dtype)
-
-    @torch.no_grad()
     def fold_shift(self) -> None:
         """Absorb the shift into the encoder's last and the decoder's first layer and reset it to zero."""
         self._fold(self.shift_matrix(), torch.zeros(self.n_latents))
         self.shift.zero_()
 
     @torch.no_grad()
-    def apply_linear_map(self, a: torch.Tensor, b: torch.Tensor, x: torch.Tensor | None = None,
-                         env: torch.Tensor | None = None) -> None:
-        """Re-express the latents as ``z' = z a + b`` ((l, l) invertible, (l,)) without changing what the
-        encoder/decoder compute. Mechanism features are reset (the noise and edge parameters must be
-        re-initialised by the caller).
-
-        With observations ``x`` (B, d) and their ``env`` (B,), the encoder's posterior scales are refitted to
-        the new coordinates too (:meth:`_refit_scale_head`); without them they are left as they were (the
-        posterior means are exact either way).
+    def apply_linear_map(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        """Re-express the latents as ``z' = z a + b`` ((l, l) invertible, (l,)) without changing the encoder's
+        posterior means or the decoder's function. Mechanism features are reset (the noise and edge parameters
+        must be re-initialised by the caller), and so is the guide's full-covariance factor (to mean-field); the
+        encoder's posterior scales are left as they were, for training to adapt.
         """
-        if x is not None:
-            self._refit_scale_head(self.shift_matrix() @ a, x, env)
         self.fold_shift()
         self._fold(a, b)
         self.encoder.reset_full_cov()

@@ -21,8 +21,8 @@ all environments times a strength per environment, ``z_i = b_u + sum_j W[u, j] h
     sum_u [-N_u / 2 * log RSS_u(i, S) / N_u  -  1/2 * log(N_u) * (1 + |S|)]  -  1/2 * log(N) * (k - 1) |S|
 
 On the benchmark's *final* fitted latents it put 52 of 61 true edges forward, against 43 of 61 for the free
-score (29 saved fits, ``benchmarks/order_scores.py``, session 6), so the fit's final order check uses it
-(``fit_svi(final_shared_score=True)``). On the blurrier warm-up latents it did worse (session 5), so the
+score (29 saved fits, ``benchmarks/order_scores.py``), so the fit's final order search uses it
+(:func:`bayes_crl.stages.final_identification`). On the blurrier warm-up latents it did worse, so the
 searches after the warm-up and at the recheck keep the free score.
 """
 from __future__ import annotations
@@ -308,7 +308,7 @@ def bootstrap_orders(z: np.ndarray, env: np.ndarray, *, n_draws: int = 100, n_en
     n_draws : int
         Bootstrap draws ``B``. Cost: one score table per draw (with the shared score on 30 x 1000 rows, one
         core: about 0.01 s at l = 3, 0.09 s at l = 5, 0.8 s at l = 7, 2.4 s at l = 8; the Gram matrices are
-        computed once; BENCHMARKS.md, session 7).
+        computed once; BENCHMARKS.md, fit time).
     n_envs : int, optional
         Number of environment codes (default ``env.max() + 1``); codes without rows get weight 0.
     noise, shared, penalty

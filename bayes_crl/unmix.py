@@ -249,13 +249,13 @@ def children_map(z: np.ndarray, env: np.ndarray, *, max_residual_effect: float =
     edge of the search range (``span``). Below it the remaining dependence is taken for the
     estimation error of the latents: with posterior-mean latents a noisy parent ``z_i`` leaves its own parent
     ``z_j`` with a few per cent of the child's variance to explain even in the true coordinates (measured on
-    the chain benchmark; BENCHMARKS.md, session 9). A genuine triangle edge weaker than this threshold is
+    the chain benchmark; BENCHMARKS.md). A genuine triangle edge weaker than this threshold is
     absorbed into ``z_i`` instead: the sparser graph is preferred.
 
     A latent is only considered when its strongest parent and its strongest child each explain at least
     ``min_edge_effect`` of the child's variance (beyond the child's other parents): between latents that are in
     truth independent, the estimation error leaves dependencies of a few per cent that the best DAG of 30 000
-    rows picks up as edges, and a shift fitted to them corrupts a correct latent (null benchmark, session 9: a
+    rows picks up as edges, and a shift fitted to them corrupts a correct latent (null benchmark: a
     shift of 0.59 took a latent from 0.993 to 0.847; there the child edge explained 0.021-0.024, true chain
     edges 0.13-0.66).
 
@@ -366,7 +366,7 @@ def residual_scale(z: np.ndarray, env: np.ndarray, *, min_rows: int = 10) -> np.
     linear re-expression of the latents (unmixing, centring) changes their scale; dividing column ``i`` by
     ``residual_scale(z, env)[i]`` would put them back on the model's scale. ``fit_svi`` does *not* do this: it
     made the final refit's noise match the latents exactly, and their small errors then came out as edges
-    (random l=5 SHD 4, 8, 5 against 2, 1, 1; BENCHMARKS.md, session 5). This function measures how far the
+    (random l=5 SHD 4, 8, 5 against 2, 1, 1 without it; BENCHMARKS.md). This function measures how far the
     fitted latents are from that scale. Nonlinear parents leave a slightly smaller residual than the linear
     regression sees.
 

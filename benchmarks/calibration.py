@@ -6,7 +6,7 @@ off-diagonal entries of every fit's aligned edge probabilities, and writes a Mar
 reliability diagram (PNG). ``--settings`` restricts the recovery rows to some settings (e.g. the
 identifiable ones: ``chain3-gauss,random5-gauss``), matched by prefix.
 
-    python benchmarks/calibration.py --results benchmarks/results/recovery_s6.jsonl \
+    python benchmarks/calibration.py --results benchmarks/results/recovery_default.jsonl \
         --settings chain3-gauss --out benchmarks/results/calibration.md \
         --figure benchmarks/results/figures/reliability.png
 """

@@ -4,7 +4,7 @@ Rows are paired by setting (the part before any ``/tag`` that ``--prior`` or ``-
 for each setting it prints the MPC and SHD per seed of both runs, and the pooled edge AUROC (scikit-learn) and
 Brier score of each; then the same pooled over ``--group`` settings.
 
-    python benchmarks/compare_runs.py runs/s9/def.jsonl runs/s9/ch.jsonl --group chain3-gauss,random5-gauss
+    python benchmarks/compare_runs.py runs/a.jsonl runs/b.jsonl --group chain3-gauss,random5-gauss
 """
 from __future__ import annotations
 

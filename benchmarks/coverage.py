@@ -1,4 +1,4 @@
-"""Coverage of the 90 % credible intervals of the per-environment causal strengths (issue 6).
+"""Coverage of the 90 % credible intervals of the per-environment causal strengths.
 
 Reads fitted models saved by ``benchmarks/recovery.py --save-dir`` together with that run's
 ``--results`` rows (which hold the simulator settings), re-simulates each dataset from its seed, and
@@ -14,8 +14,8 @@ optimistic for small E). A true edge the model has reversed or dropped is counte
 For a pair with no true edge (in either direction) the truth is 0 in every environment in any
 coordinates, so there is nothing to fit: the interval covers when it contains 0.
 
-    python benchmarks/coverage.py --results benchmarks/results/recovery_s5.jsonl \
-        --models runs/s5/models_d --out benchmarks/results/coverage.md
+    python benchmarks/coverage.py --results benchmarks/results/recovery_default.jsonl \
+        --models runs/models --out benchmarks/results/coverage.md
 """
 from __future__ import annotations
 

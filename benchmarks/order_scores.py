@@ -6,7 +6,7 @@ exact order search (:func:`bayes_crl.order.best_order`, 20 000 random rows) with
 score and with the model's mechanism class (``shared=True``). Prints, per fit, the true edges whose parent
 comes before the child in each order.
 
-    python benchmarks/order_scores.py runs/s5/d.jsonl:runs/s5/models_d runs/s6/gen.jsonl:runs/s6/models_gen
+    python benchmarks/order_scores.py runs/rec.jsonl:runs/models runs/gen.jsonl:runs/models_gen
 """
 from __future__ import annotations
 

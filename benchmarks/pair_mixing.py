@@ -17,7 +17,7 @@ is regenerated from the row's simulator settings and seed, and the script prints
   on 10 000 rows, with the Jacobian of the map; higher is better) of the pair-corrected latents minus that of the
   fitted ones.
 
-    python benchmarks/pair_mixing.py --results benchmarks/results/recovery_s9.jsonl --models runs/s9/models_ch \\
+    python benchmarks/pair_mixing.py --results benchmarks/results/recovery_default.jsonl --models runs/models \\
         --settings random5-gauss
 
 Needs the models saved by the run that wrote the rows (``recovery.py --save-dir``).

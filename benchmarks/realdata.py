@@ -1,4 +1,4 @@
-"""Real-data example (issue 7): the Sachs et al. (2005) measurements as latent causal variables.
+"""Real-data example: the Sachs et al. (2005) measurements as latent causal variables.
 
 The log intensities of a subset of the 11 molecules (default Raf, Mek, Erk, Akt) are standardised and
 observed only through a random injective leaky-ReLU MLP into 10 columns

@@ -4,7 +4,7 @@ estimator's defaults.
 Runs a grid of (setting, prior, seed) fits, appends one JSON line per fit to ``--results`` (so an
 interrupted run resumes where it stopped) and writes the summary tables into ``--out`` (BENCHMARKS.md).
 
-    python benchmarks/recovery.py --suite default --workers 2 --out benchmarks/results/recovery.md
+    python benchmarks/recovery.py --suite default --workers 2 --out benchmarks/results/recovery_default.md
 
 The ``outside`` suite fits the ``.npz`` files of a folder written by generators this project did not write
 (keys ``x, env, z, adjacency[parent, child]``; see the folder's README), with the estimator's defaults and, in
@@ -139,7 +139,7 @@ SIM_DEFAULTS = dict(n_envs=30, n_per_env=1000, n_obs_dims=10, mechanism="nonline
 
 def _patch_fit_svi(fit_kw: dict) -> None:
     """Pool initializer: make every fit pass ``fit_kw`` to :func:`bayes_crl.infer.fit_svi` (options the estimator
-    does not expose, e.g. ``{"warmup_unmix": "local"}``)."""
+    does not expose, e.g. ``{"recheck_frac": 0.5}``)."""
     if not fit_kw:
         return
     import bayes_crl.estimator as est
@@ -198,7 +198,7 @@ def run_one(job):
     corr = metrics.per_latent_correlation(data.z, z_hat)
     extra = {}
     hist = m.result_.history
-    if "children_map_matrix" in hist:  # the coordinates before fit_svi's final children_map (flat_direction)
+    if "children_map_matrix" in hist:  # the coordinates before fit_svi's final children_map
         z_before = z_hat @ np.linalg.inv(np.asarray(hist["children_map_matrix"]))
         extra = {"mpc_before_children_map": float(metrics.mpc(data.z, z_before)),
                  "per_latent_before_children_map": [float(c) for c in metrics.per_latent_correlation(data.z, z_before)],
@@ -252,13 +252,13 @@ def main(argv=None) -> int:
     ap.add_argument("--suite", default="default", choices=sorted([*SUITES, "outside"]))
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--data-dir", default=None, help="folder of outside .npz datasets (needed by --suite outside)")
-    ap.add_argument("--results", default="benchmarks/results/recovery.jsonl")
+    ap.add_argument("--results", default="benchmarks/results/recovery_default.jsonl")
     ap.add_argument("--out", default=None, help="write the summary table (with machine and wall time) to this file")
     ap.add_argument("--only", default=None, help="comma-separated settings to run")
     ap.add_argument("--seeds", default=None, help="comma-separated seeds: run only these of each setting's seeds")
     ap.add_argument("--save-dir", default=None, help="also save each fitted model here (for offline analysis)")
     ap.add_argument("--fit-svi-kw", default=None, help="JSON object of extra bayes_crl.infer.fit_svi arguments for every "
-                    "fit (setting names get '/<key>=<value>' appended), e.g. '{\"warmup_unmix\": \"local\"}'")
+                    "fit (setting names get '/<key>=<value>' appended), e.g. '{\"recheck_frac\": 0.5}'")
     ap.add_argument("--model-kw", default=None, help="JSON object of extra LatentCausalModel arguments for every fit "
                     "(setting names get '/<key>=<value>' appended), e.g. '{\"min_obs_scale\": 0.02}'")
     ap.add_argument("--prior", default=None, help="fit every setting with this edge_prior instead (setting names get "

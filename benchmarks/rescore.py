@@ -6,9 +6,9 @@ edge probabilities of the saved fit with ``--n-order-draws`` environment-bootstr
 fixed, the probabilities of the variational posterior alone) and writes rows in the same format, with
 ``prior`` set to ``"<prior> (n_order_draws=K)"`` so that ``benchmarks/calibration.py`` groups them apart:
 
-    python benchmarks/rescore.py --results benchmarks/results/recovery_s7.jsonl --models runs/s7/models_def \\
-        --n-order-draws 0 --out runs/s7/rescored0.jsonl
-    python benchmarks/calibration.py --results benchmarks/results/recovery_s7.jsonl runs/s7/rescored0.jsonl \\
+    python benchmarks/rescore.py --results benchmarks/results/recovery_default.jsonl --models runs/models \\
+        --n-order-draws 0 --out runs/rescored0.jsonl
+    python benchmarks/calibration.py --results benchmarks/results/recovery_default.jsonl runs/rescored0.jsonl \\
         --settings chain3-gauss,random5-gauss
 
 The fits are the same, so this isolates what the orientation draws change. ``--min-effect`` rescores with

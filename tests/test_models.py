@@ -252,12 +252,11 @@ def test_final_order_check_reorders_and_refits_only_the_latent_model():
     torch.testing.assert_close(z_new, z_ref[:, [2, 1, 0]], rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("flat_direction", ["centre", "children"])
-def test_final_identification_keeps_the_identified_coordinates(flat_direction):
-    """With ``unmix`` the final block unmixes and centres the latents (and, with ``flat_direction="children"``,
-    applies :func:`bayes_crl.unmix.children_map`), then refits the latent model with the encoder, decoder and
-    shift held fixed: the fitted latents are exactly those coordinates (shift 0; undoing the recorded children
-    map gives latents whose centring map is the identity)."""
+def test_final_identification_keeps_the_identified_coordinates():
+    """With ``unmix`` the final block unmixes and centres the latents, applies
+    :func:`bayes_crl.unmix.children_map`, then refits the latent model with the encoder, decoder and shift held
+    fixed: the fitted latents are exactly those coordinates (shift 0; undoing the recorded children map gives
+    latents whose centring map is the identity)."""
     from bayes_crl.infer import encode, fit_svi
     from bayes_crl.unmix import centring_map
 
@@ -265,48 +264,40 @@ def test_final_identification_keeps_the_identified_coordinates(flat_direction):
     x = torch.as_tensor((d.x - d.x.mean(0)) / d.x.std(0), dtype=torch.float32)
     env = torch.as_tensor(np.unique(d.env, return_inverse=True)[1])
     res = fit_svi(x, env, n_latents=3, n_envs=6, prior=get_prior("horseshoe"), noise=get_noise_family("gaussian"),
-                  num_steps=30, batch_size=64, unmix=True, refit_frac=0.2, seed=0, flat_direction=flat_direction)
+                  num_steps=30, batch_size=64, unmix=True, refit_frac=0.2, seed=0)
     assert len(res.history["refit_losses"]) == 6 and len(res.history["centring_shift"]) == 3
     assert torch.count_nonzero(res.net.shift) == 0
     z = encode(res.net, x, env).numpy().astype(np.float64)
-    if flat_direction == "children":
-        a = np.asarray(res.history["children_map_matrix"])
-        assert np.allclose(np.tril(a), np.eye(3)) and np.allclose(a[:, 2], [0, 0, 1])  # unit triangular, sink kept
-        z = z @ np.linalg.inv(a)
-    else:
-        assert "children_map_matrix" not in res.history
+    a = np.asarray(res.history["children_map_matrix"])
+    assert np.allclose(np.tril(a), np.eye(3)) and np.allclose(a[:, 2], [0, 0, 1])  # unit triangular, sink kept
+    z = z @ np.linalg.inv(a)
     np.testing.assert_allclose(centring_map(z, env.numpy()), np.eye(3), atol=1e-3)
 
 
 def test_final_order_search_uses_the_shared_score_and_earlier_ones_the_free_score(monkeypatch):
     """The recheck scores orders with free per-environment regressions; the final check with the model's
-    mechanism class (``shared=True``), unless ``final_shared_score=False``."""
+    mechanism class (``shared=True``)."""
     import bayes_crl.infer as infer
+    import bayes_crl.stages as stages
 
     x, env = _tiny_chain()
     seen = []
-    real = infer.best_order
+    real = stages.best_order
 
     def spy(z, e, **kw):
         seen.append(kw.get("shared", False))
         return real(z, e, **kw)
 
-    monkeypatch.setattr(infer, "best_order", spy)
+    monkeypatch.setattr(stages, "best_order", spy)
     kw = dict(n_latents=3, n_envs=6, prior=get_prior("horseshoe"), noise=get_noise_family("gaussian"),
               num_steps=20, batch_size=64, unmix=False, refit_frac=0.1, seed=0)
     infer.fit_svi(x, env, **kw)
     assert seen == [False, False, True]  # after the warm-up, at the recheck, final check
-    seen.clear()
-    infer.fit_svi(x, env, **kw, final_shared_score=False)
-    assert seen == [False, False, False]
 
 
-@pytest.mark.parametrize("later, warmup, expected", [("local", "global", [64, 1, 1]), ("global", "global", [64, 64, 64]),
-                                                   ("off", "global", [64]), ("local", "local", [1, 1, 1])])
-def test_later_unmixings_search_locally_by_default(monkeypatch, later, warmup, expected):
-    """The warm-up unmixing searches from 64 starts (one descent with ``warmup_unmix="local"``); the ones at the
-    recheck and on the final latents make one descent from the current coordinates (``later_unmix="local"``),
-    64 starts with ``"global"``, none with ``"off"``."""
+def test_warm_up_unmixing_searches_from_64_starts_and_later_ones_descend_once(monkeypatch):
+    """The warm-up unmixing searches from 64 starts; the ones at the recheck and on the final latents make one
+    descent from the current coordinates."""
     import bayes_crl.infer as infer
     import bayes_crl.unmix as unmix
 
@@ -321,53 +312,32 @@ def test_later_unmixings_search_locally_by_default(monkeypatch, later, warmup, e
     monkeypatch.setattr(unmix, "sparse_unmixing", spy)
     kw = dict(n_latents=3, n_envs=6, prior=get_prior("horseshoe"), noise=get_noise_family("gaussian"),
               num_steps=20, batch_size=64, refit_frac=0.1, seed=0)
-    infer.fit_svi(x, env, **kw, **({} if later == "local" else {"later_unmix": later}),
-                  **({} if warmup == "global" else {"warmup_unmix": warmup}))
-    assert starts == expected
+    infer.fit_svi(x, env, **kw)
+    assert starts == [64, 1, 1]
 
 
-@pytest.mark.parametrize("arg, match", [("later_unmix", r"must be one of 'local', 'global', 'off'\. Got 'sometimes'"),
-                                        ("warmup_unmix", r"must be 'local' or 'global'\. Got 'sometimes'"),
-                                        ("flat_direction", r"must be 'children' or 'centre'\. Got 'sometimes'")])
-def test_unmix_modes_reject_an_unknown_mode(arg, match):
+def test_fit_config_gives_the_same_fit_as_the_keywords():
+    """``fit_svi(config=FitConfig(...))`` fits exactly as the same settings passed as keywords; passing a
+    setting both ways is refused."""
+    from bayes_crl.fit_config import FitConfig
     from bayes_crl.infer import fit_svi
 
-    x, env = torch.zeros(10, 4), torch.zeros(10, dtype=torch.int64)
-    with pytest.raises(ValueError, match=f"'{arg}' argument of fit_svi " + match):
-        fit_svi(x, env, n_latents=2, n_envs=1, prior=get_prior("horseshoe"), noise=get_noise_family("gaussian"),
-                **{arg: "sometimes"})
-
-
-def test_refit_scales_passes_data_to_every_linear_map_and_is_off_by_default(monkeypatch):
-    """With ``refit_scales=True`` every unmixing, centring and children map refits the encoder's posterior scales
-    (``apply_linear_map`` gets rows of x and env); by default none does (session 11 measured it: worse graphs)."""
-    import bayes_crl.infer as infer
-    from bayes_crl.models import LatentCausalNet
-
     x, env = _tiny_chain()
-    seen = []
-    real = LatentCausalNet.apply_linear_map
-
-    def spy(self, a, b, *data):
-        seen.append(len(data))
-        if data:
-            assert data[0].shape[1] == x.shape[1] and data[1].dtype == torch.int64 and len(data[0]) == len(data[1])
-        return real(self, a, b, *data)
-
-    monkeypatch.setattr(LatentCausalNet, "apply_linear_map", spy)
-    kw = dict(n_latents=3, n_envs=6, prior=get_prior("horseshoe"), noise=get_noise_family("gaussian"),
-              num_steps=20, batch_size=64, refit_frac=0.1, seed=0)
-    infer.fit_svi(x, env, **kw)
-    assert len(seen) >= 4 and set(seen) == {0}
-    seen.clear()
-    res = infer.fit_svi(x, env, **kw, refit_scales=True)
-    assert len(seen) >= 4 and set(seen) == {2}
-    assert np.isfinite(res.history["refit_losses"]).all()
+    spec = dict(n_latents=3, n_envs=6, prior=get_prior("horseshoe"), noise=get_noise_family("gaussian"))
+    settings = dict(num_steps=12, batch_size=64, refit_frac=0.1, unmix=False, hidden=16, seed=2)
+    a = fit_svi(x, env, **spec, **settings)
+    b = fit_svi(x, env, **spec, config=FitConfig(**settings))
+    np.testing.assert_array_equal(a.losses, b.losses)
+    assert a.order == b.order
+    for p, q in zip(a.net.state_dict().values(), b.net.state_dict().values()):
+        assert torch.equal(p, q)
+    with pytest.raises(ValueError, match=r"settings \['num_steps'\] as keywords"):
+        fit_svi(x, env, **spec, num_steps=5, config=FitConfig(**settings))
 
 
 def test_shifted_normal_with_a_per_row_factor_is_the_multivariate_normal():
     """``z = (loc + (scale * eps) U) M``: its log density is the full-covariance Normal's, and draws have that
-    covariance (``guide_cov="full"``)."""
+    covariance (the amortized guide's full posterior covariance)."""
     from bayes_crl.guides import ShiftedNormal
 
     torch.manual_seed(0)
@@ -393,8 +363,8 @@ def test_shifted_normal_with_a_per_row_factor_is_the_multivariate_normal():
 
 
 def test_full_covariance_guide_fits_saves_and_is_reset_by_linear_maps(tmp_path):
-    """``fit_svi(guide_cov="full")`` fits with the encoder's factor head; a linear map of the latents resets it to
-    the mean-field guide; a model with it saves and loads exactly; an unknown mode is refused."""
+    """``fit_svi`` fits with the encoder's factor head (full posterior covariance); a linear map of the latents
+    resets it to the mean-field guide; a model with it saves and loads exactly."""
     from bayes_crl import LatentCausalModel
     from bayes_crl.infer import fit_svi
     from bayes_crl.models import LatentCausalNet
@@ -402,7 +372,7 @@ def test_full_covariance_guide_fits_saves_and_is_reset_by_linear_maps(tmp_path):
     x, env = _tiny_chain()
     kw = dict(n_latents=3, n_envs=6, prior=get_prior("horseshoe"), noise=get_noise_family("gaussian"),
               num_steps=20, batch_size=64, refit_frac=0.1, seed=0)
-    res = fit_svi(x, env, **kw, guide_cov="full")
+    res = fit_svi(x, env, **kw)
     assert res.net.encoder.full_cov and np.isfinite(res.losses[np.isfinite(res.losses)]).all()
     net = LatentCausalNet(6, 4, 3, full_cov=True)
     with torch.no_grad():
@@ -411,8 +381,6 @@ def test_full_covariance_guide_fits_saves_and_is_reset_by_linear_maps(tmp_path):
     assert float(net.encoder.forward_full(xx, ee)[2][:, 0, 1].detach().min()) == 0.5
     net.apply_linear_map(torch.eye(3) * 2.0, torch.zeros(3))
     torch.testing.assert_close(net.encoder.forward_full(xx, ee)[2].detach(), torch.eye(3).expand(10, 3, 3))
-    with pytest.raises(ValueError, match=r"'guide_cov' argument of fit_svi must be 'diag' or 'full'\. Got 'low'"):
-        fit_svi(x, env, **kw, guide_cov="low")
     # persistence: the factor head is part of the saved network
     m = LatentCausalModel(n_latents=3, num_steps=20, n_restarts=1, random_state=0)
     with warnings.catch_warnings():
@@ -429,7 +397,7 @@ def test_full_covariance_guide_fits_saves_and_is_reset_by_linear_maps(tmp_path):
 def test_restart_selection_skips_a_warm_up_that_disagrees_with_the_others():
     from bayes_crl.infer import _select_restart
 
-    # session 12, chain3-vanish3 seed 0: the sparsest warm-up had lost a latent and agreed 0.573 with the others
+    # generalise suite, chain3-vanish3 seed 0: the sparsest warm-up had lost a latent and agreed 0.573 with the others
     best, kept = _select_restart(np.array([0.573, 0.852, 0.858, 0.857]), [0.959, 1.119, 1.106, 1.087])
     assert best == 3 and kept.tolist() == [False, True, True, True]
     # chain3-gauss seed 4: a drop of 0.17 below the median is kept, and the sparsest run wins as before

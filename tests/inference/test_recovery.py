@@ -1,18 +1,18 @@
 """Slow recovery checks on simulated data with known truth (run with ``pytest -m slow``).
 
-Tolerances come from the recovery benchmark (BENCHMARKS.md, sessions 6 and 9) with the defaults (horseshoe,
+Tolerances come from the recovery benchmark (BENCHMARKS.md) with the defaults (horseshoe,
 6000 steps, 4 warm-ups) on the 3-latent nonlinear chain (30 environments x 1000 rows):
-- seed 0: MPC 0.983 and the exact graph (session 9; true pooled effects 0.49 and 0.62, strong edges; with the
+- seed 0: MPC 0.983 and the exact graph (true pooled effects 0.49 and 0.62, strong edges; with the
   centring convention alone the same machine gave 0.969 and a false z0 -> z2 at 0.52); the check asks
   MPC >= 0.93 and the exact graph, so a regression in latents or orientation fails;
-- seed 1: MPC 0.989-0.990 with weak edges (true pooled effects only 0.08 and 0.16). Until session 8 z0 - z1 was
-  included with probability 0.42 (a strict xfail recorded it); since the final coordinates choose the middle
-  latent's flat direction by its child (``fit_svi(flat_direction="children")``, session 9) it gets 0.56 and
-  z1 - z2 0.97 (BENCHMARKS.md, session 9, on the project's Intel 2-core machine), so both are checked, with the
-  weak one's margin stated: a regression of the weak edge below 0.5 fails.
+- seed 1: MPC 0.989-0.990 with weak edges (true pooled effects only 0.08 and 0.16). With the final
+  coordinates choosing the middle latent's flat direction by its child (:func:`bayes_crl.unmix.children_map`,
+  applied by the fit's final identification) z0 - z1 gets 0.56 and z1 - z2 0.97 (BENCHMARKS.md, on the
+  project's Intel 2-core machine), so both are checked, with the weak one's margin stated: a regression of the
+  weak edge below 0.5 fails.
 
 The fits run with one torch thread, as the benchmark does. A single fit is sensitive to floating-point details:
-seed 0 with 2 threads gave MPC 0.834 instead of 0.970 (session 6). Run-to-run spread across seeds and
+seed 0 with 2 threads has given MPC 0.834 where one thread gave 0.970. Run-to-run spread across seeds and
 configurations is documented in BENCHMARKS.md.
 """
 import numpy as np
@@ -66,14 +66,14 @@ def test_chain3_recovery_seed1_weak_edges(chain3_seed1):
 
 
 def test_null_no_latent_edges_gives_low_edge_probabilities():
-    """Independent latents: no edge is included (default horseshoe). Measured 0, 0, 0 on 2026-11-23; 0.925, 0, 0
-    after the centring of 2026-11-24 (a plain mean over environments, moved by one environment where the
-    parent's variance is tiny); 0, 0, 0 again with the pooled centring and effect measure (2026-11-24, session 5).
+    """Independent latents: no edge is included (default horseshoe; measured 0, 0, 0). A plain mean over
+    environments in the centring gave 0.925 on one pair (one environment where the parent's variance is tiny moved
+    it); the pooled centring and effect measure are what keep it at 0.
 
     Under the horseshoe's definition (posterior probability of an explained-variance share >= 0.05, with the
     environments reweighted by the bootstrap draws) a clear false edge has a probability near 1, so a single
-    one among the three pairs (mean 0.33) fails the check. Both orientations of a pair count (session 7: edges
-    may point either way)."""
+    one among the three pairs (mean 0.33) fails the check. Both orientations of a pair count (edges may point
+    either way)."""
     d = simulate_latent_anm(n_latents=3, n_envs=30, n_per_env=500, mechanism="nonlinear",
                             graph=np.zeros((3, 3), dtype=int), random_state=0)
     m = LatentCausalModel(n_latents=3, random_state=0, num_steps=3000).fit(d.x, env=d.env)
