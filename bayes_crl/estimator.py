@@ -176,7 +176,18 @@ class LatentCausalModel(BaseEstimator):
             raise NotFittedError(f"This {_NAME} instance is not fitted yet. Call 'fit' with appropriate arguments "
                                  "before using this estimator.")
 
+    @staticmethod
+    def _split_frame(x, env):
+        """A pandas DataFrame with the environment given by column name -> (the other columns, that column)."""
+        if isinstance(env, str) and hasattr(x, "columns") and hasattr(x, "drop"):
+            if env not in x.columns:
+                raise BayesCRLValueError(f"The 'env' argument names a column, {env!r}, that the DataFrame 'x' does "
+                                         f"not have. Columns: {list(x.columns)[:20]}.")
+            return x.drop(columns=[env]).to_numpy(dtype=np.float64), x[env].to_numpy()
+        return x, env
+
     def _prepare(self, x, env, fitting: bool):
+        x, env = self._split_frame(x, env)
         if fitting:
             x = check_array_2d(x, "x")
             codes, labels = check_env(env, x.shape[0], "env")
@@ -193,10 +204,12 @@ class LatentCausalModel(BaseEstimator):
 
         Parameters
         ----------
-        x : array_like (N, d)
+        x : array_like (N, d) or pandas.DataFrame
             Observations.
-        env : array_like (N,)
-            Environment label of each row (any hashable labels).
+        env : array_like (N,) or str
+            Environment label of each row (any hashable labels), or the name of the column of the DataFrame
+            ``x`` that holds them (that column is then not an observation; ``transform`` and ``score`` take
+            the same form).
         y : ignored
         checkpoint_dir : str, optional
             Folder for periodic checkpoints (atomic writes, safetensors + JSON manifest with SHA-256).
@@ -361,12 +374,12 @@ class LatentCausalModel(BaseEstimator):
     def score(self, x, env, y=None, *, num_particles: int = 16) -> float:
         """Mean held-out ELBO per row of ``x`` (higher is better), the scikit-learn ``score`` of this estimator.
 
-        The importance-weighted bound of :func:`bayes_crl.compare.heldout_elbo` with ``num_particles`` draws,
+        The importance-weighted bound of :func:`bayes_crl.heldout.heldout_elbo` with ``num_particles`` draws,
         averaged over rows, in the user's units of ``x``. ``env`` takes the ``y`` slot of scikit-learn's
         ``score(X, y)``, so model selection tools (``GridSearchCV``, ``cross_val_score``) pass the environments
         through; give them a split that keeps every environment on the training side.
         """
-        from bayes_crl.compare import heldout_elbo
+        from bayes_crl.heldout import heldout_elbo
 
         return float(np.mean(heldout_elbo(self, x, env, num_particles=num_particles)))
 
@@ -375,7 +388,7 @@ class LatentCausalModel(BaseEstimator):
         """Load a model written by :meth:`save`; ``transform`` and the posterior summaries are exactly equal."""
         from bayes_crl.persistence import load_model
 
-        return load_model(path)
+        return load_model(path, cls)
 
     @property
     def order_(self) -> tuple:

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from dataclasses import dataclass, field
+
 
 import numpy as np
 import pyro
 import torch
 
 from bayes_crl.fit_config import FitConfig
-from bayes_crl.guides import GlobalGuide
-from bayes_crl.models import LatentCausalNet
+from bayes_crl.fit_result import FitResult
 from bayes_crl.noise import NoiseFamily
 from bayes_crl.priors import EdgePrior
 from bayes_crl.stages import (FitContext, NonFiniteLossError, centre, encode, final_identification, identify_warm_ups,
@@ -31,34 +30,6 @@ from bayes_crl.stages import (FitContext, NonFiniteLossError, centre, encode, fi
 from bayes_crl.stages import MAX_SEARCH_ROWS, RESTART_OUTLIER_DROP, _select_restart  # noqa: F401  (importable here)
 
 __all__ = ["FitResult", "FitConfig", "fit_svi", "NonFiniteLossError", "encode"]
-
-
-@dataclass(frozen=True)
-class FitResult:
-    """Outcome of :func:`fit_svi`.
-
-    Attributes
-    ----------
-    net : LatentCausalNet
-        Fitted networks and point parameters.
-    global_guide : GlobalGuide
-        Variational posterior of the global edge sites.
-    losses : ndarray (num_steps,)
-        Negative ELBO per row at each step (``nan`` for rejected steps).
-    order : tuple[int, ...]
-        Slot permutation applied by the order search (new slot k = warm-up slot ``order[k]``).
-    n_rejected : int
-        Number of rejected (non-finite) steps.
-    """
-
-    net: LatentCausalNet
-    global_guide: GlobalGuide
-    prior: EdgePrior
-    noise: NoiseFamily
-    losses: np.ndarray
-    order: tuple
-    n_rejected: int = 0
-    history: dict = field(default_factory=dict)
 
 
 class _RNGGuard:

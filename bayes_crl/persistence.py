@@ -784,7 +784,7 @@ def _decode_prior(spec: Any, known: Mapping[str, type], path: Path) -> EdgePrior
     if cls is None:
         raise CheckpointError(
             f"'{path}' was saved with the custom edge prior {spec.get('module')}.{spec['class']}. Classes are never "
-            f"imported from a file: pass load_model(path, edge_priors={{{spec['class']!r}: {spec['class']}}}).")
+            f"imported from a file: pass load_model(path, LatentCausalModel, edge_priors={{{spec['class']!r}: {spec['class']}}}).")
     try:
         return cls(**from_json(spec.get("fields", {})))
     except TypeError as exc:
@@ -941,7 +941,7 @@ def save_model(model: Any, path: str | os.PathLike, *, overwrite: bool = False) 
     return str(path)
 
 
-def load_model(path: str | os.PathLike, *, edge_priors: Mapping[str, type] | None = None) -> Any:
+def load_model(path: str | os.PathLike, estimator_cls: type, *, edge_priors: Mapping[str, type] | None = None) -> Any:
     """Load a :class:`~bayes_crl.LatentCausalModel` saved by :func:`save_model`.
 
     The networks are rebuilt from the stored configuration (without touching the caller's global torch
@@ -952,6 +952,9 @@ def load_model(path: str | os.PathLike, *, edge_priors: Mapping[str, type] | Non
     ----------
     path : str or path-like
         A directory written by :func:`save_model`.
+    estimator_cls : type
+        The estimator class to rebuild (:class:`~bayes_crl.LatentCausalModel`; :meth:`LatentCausalModel.load
+        <bayes_crl.LatentCausalModel.load>` passes it), so this module never imports the estimator.
     edge_priors : dict of str to type, optional
         Custom :class:`~bayes_crl.priors.EdgePrior` dataclasses by class name, needed only for models
         fitted with one (classes are never imported from the file).
@@ -966,9 +969,9 @@ def load_model(path: str | os.PathLike, *, edge_priors: Mapping[str, type] | Non
         If ``path`` is missing, a file (e.g. a pickle), malformed, of an unknown ``format_version``, or its
         tensor file is truncated or altered. Nothing in the file is executed.
     """
-    from bayes_crl.estimator import LatentCausalModel
+    LatentCausalModel = estimator_cls  # noqa: N806 - the class the file was written from
     from bayes_crl.guides import GlobalGuide
-    from bayes_crl.infer import FitResult
+    from bayes_crl.fit_result import FitResult
     from bayes_crl.models import LatentCausalNet
     from bayes_crl.noise import NoiseFamily
 

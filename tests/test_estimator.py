@@ -152,3 +152,66 @@ def test_grid_search_over_priors(data):
         gs.fit(data.x, data.env)
     assert list(gs.cv_results_["param_edge_prior"]) == ["horseshoe", "laplace"]
     assert np.all(np.isfinite(gs.cv_results_["mean_test_score"]))
+
+
+def test_no_import_circle_among_modules():
+    """Layers import downwards only: no module of the package reaches itself through imports made at run time
+    (imports under ``TYPE_CHECKING`` only name types)."""
+    import ast
+    import os
+
+    import networkx as nx
+
+    import bayes_crl
+
+    root = os.path.dirname(bayes_crl.__file__)
+    g = nx.DiGraph()
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            if not f.endswith(".py"):
+                continue
+            path = os.path.join(dirpath, f)
+            mod = "bayes_crl." + os.path.relpath(path, root)[:-3].replace(os.sep, ".")
+            mod = mod.removesuffix(".__init__")
+            with open(path) as fh:
+                tree = ast.parse(fh.read())
+            typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                           and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
+            for node in ast.walk(tree):
+                if id(node) in typing_only or not isinstance(node, ast.ImportFrom) or not node.module:
+                    continue
+                if node.module.startswith("bayes_crl.") and mod != "bayes_crl":
+                    g.add_edge(mod, node.module)
+    assert "bayes_crl.persistence" in g and "bayes_crl.estimator" not in nx.descendants(g, "bayes_crl.persistence")
+    assert list(nx.simple_cycles(g)) == []
+
+
+def test_dataframe_with_environment_column(data):
+    import pandas as pd
+
+    df = pd.DataFrame(data.x, columns=[f"x{k}" for k in range(data.x.shape[1])])
+    df.insert(2, "batch", [f"b{u}" for u in data.env])
+    m = LatentCausalModel(n_latents=2, random_state=0, **FAST).fit(df, env="batch")
+    assert m.n_features_in_ == data.x.shape[1] and m.env_labels_ == [f"b{u}" for u in range(6)]
+    z = m.transform(df, env="batch")
+    np.testing.assert_allclose(z, m.transform(data.x, np.array([f"b{u}" for u in data.env])))
+    with pytest.raises(BayesCRLValueError, match="names a column, 'site', that the DataFrame 'x' does not have"):
+        m.transform(df, env="site")
+
+
+def test_sklearn_estimator_checks_that_apply():
+    """scikit-learn's own checks of the estimator contract that apply to an estimator whose ``fit`` needs
+    environments: its constructor stores parameters unchanged, ``get_params``/``set_params`` round-trip, ``clone``
+    gives an unfitted copy and the estimator has no fitted attributes before ``fit``. The checks that call
+    ``fit(X, y)`` with scikit-learn's generic data do not apply: there ``y`` is a regression or class target, and
+    here it is the environment (it needs at least 2 environments with 20 rows each and ``n_latents <= d``)."""
+    from sklearn.utils.estimator_checks import (check_get_params_invariance, check_no_attributes_set_in_init,
+                                                check_parameters_default_constructible,
+                                                check_set_params)
+
+    est = LatentCausalModel(n_latents=2, random_state=0, **FAST)
+    name = type(est).__name__
+    check_no_attributes_set_in_init(name, est)
+    check_get_params_invariance(name, est)
+    check_set_params(name, est)
+    check_parameters_default_constructible(name, LatentCausalModel())

@@ -231,7 +231,7 @@ def test_save_load_round_trip_is_exact(fitted, tmp_path):
     path = save_model(model, tmp_path / "m.bcrl")
     assert {p.name for p in (tmp_path / "m.bcrl").iterdir()} == {MODEL_JSON_NAME, MODEL_TENSOR_NAME}
     state = torch.random.get_rng_state()
-    loaded = load_model(path)
+    loaded = load_model(path, LatentCausalModel)
     assert torch.equal(torch.random.get_rng_state(), state)  # loading does not consume the caller's RNG
     np.testing.assert_array_equal(loaded.transform(x, env), model.transform(x, env))
     for name in ("edge_inclusion_", "edge_orientation_", "edge_weight_", "_weight_draws", "x_mean_", "x_scale_",
@@ -260,7 +260,7 @@ def test_edge_prior_instance_and_tuple_labels_round_trip(fitted, tmp_path):
     model.edge_prior = SpikeAndSlab(prior_inclusion=0.25)
     model.env_labels_ = [("a", 1), 2, "three", 4.5]
     try:
-        loaded = load_model(save_model(model, tmp_path / "m"))
+        loaded = load_model(save_model(model, tmp_path / "m"), LatentCausalModel)
     finally:
         model.edge_prior, model.env_labels_ = "horseshoe", [f"site {e}" for e in range(6)]
     assert loaded.edge_prior == SpikeAndSlab(prior_inclusion=0.25)
@@ -276,7 +276,7 @@ def test_save_refuses_to_overwrite(fitted, tmp_path):
         save_model(model, target)
     assert str(target) in str(info.value)
     save_model(model, target, overwrite=True)
-    np.testing.assert_array_equal(load_model(target).transform(x, env), model.transform(x, env))
+    np.testing.assert_array_equal(load_model(target, LatentCausalModel).transform(x, env), model.transform(x, env))
     assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no temporary or backup directories left
 
     other = tmp_path / "notes"
@@ -303,7 +303,7 @@ def test_load_model_detects_altered_tensor_file(fitted, tmp_path):
     data[len(data) // 2] ^= 0xFF
     f.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="SHA-256"):
-        load_model(path)
+        load_model(path, LatentCausalModel)
 
 
 # -- pickles are never loaded --------------------------------------------------------------------------
@@ -342,7 +342,7 @@ def test_pickle_payload_is_refused_and_never_executed(fitted, tmp_path, where):
                 (path / MODEL_JSON_NAME).write_text(json.dumps(doc))
                 match = "not a valid safetensors"
     with pytest.raises(CheckpointError, match=match):
-        load_model(path)
+        load_model(path, LatentCausalModel)
     assert not marker.exists()
 
 
