@@ -558,7 +558,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bayes_crl._errors import NotFittedError
     from bayes_crl._validation import BayesCRLValueError
     from bayes_crl.infer import NonFiniteLossError
-    from bayes_crl.persistence import CheckpointError
+    from bayes_crl.codec import CheckpointError
 
     parser = build_parser()
     try:

@@ -367,7 +367,7 @@ class LatentCausalModel(BaseEstimator):
     def save(self, path: str, *, overwrite: bool = False) -> str:
         """Save the fitted model to the folder ``path`` (safetensors + JSON; loading never unpickles).
         Refuses to overwrite an existing model unless ``overwrite=True``."""
-        from bayes_crl.persistence import save_model
+        from bayes_crl.model_file import save_model
 
         return save_model(self, path, overwrite=overwrite)
 
@@ -386,7 +386,7 @@ class LatentCausalModel(BaseEstimator):
     @classmethod
     def load(cls, path: str) -> "LatentCausalModel":
         """Load a model written by :meth:`save`; ``transform`` and the posterior summaries are exactly equal."""
-        from bayes_crl.persistence import load_model
+        from bayes_crl.model_file import load_model
 
         return load_model(path, cls)
 

@@ -162,7 +162,7 @@ def checkpoint_config(ctx: FitContext) -> dict:
 
 
 def _save_checkpoint(ctx: FitContext, run: Run, step: int) -> None:
-    from bayes_crl.persistence import save_training_state
+    from bayes_crl.checkpoint import save_training_state
 
     save_training_state(ctx.checkpoint_dir, modules={"net": run.net, "global_guide": run.gg},
                         optimizer=run.opt, generators={"rows": run.gen},
@@ -175,9 +175,10 @@ def resume_from_checkpoint(ctx: FitContext) -> tuple[Run | None, int]:
     """The run and the step stored in ``ctx.checkpoint_dir``, or ``(None, ctx.warm)`` when it holds none.
 
     Restores the slot order and the loss record into ``ctx``; raises
-    :class:`bayes_crl.persistence.CheckpointError` when the checkpoint was written for other data or settings.
+    :class:`bayes_crl.codec.CheckpointError` when the checkpoint was written for other data or settings.
     """
-    from bayes_crl.persistence import CheckpointError, restore_training_state
+    from bayes_crl.checkpoint import restore_training_state
+    from bayes_crl.codec import CheckpointError
 
     if not os.path.exists(os.path.join(ctx.checkpoint_dir, "manifest.json")):
         return None, ctx.warm
