@@ -96,15 +96,16 @@ SUITES = {
 OUTSIDE_METHODS = ("LatentCausalModel", "IVAE", "PaperL1")
 
 
-def outside_suite(data_dir: str) -> list:
-    """One setting per ``.npz`` file in ``data_dir`` and method (``<file>`` or ``<file>/<method>``), seed 0."""
+def outside_suite(data_dir: str, seeds=range(1)) -> list:
+    """One setting per ``.npz`` file in ``data_dir`` and method (``<file>`` or ``<file>/<method>``); the seeds are
+    the fits' ``random_state`` (the data are the file's)."""
     if not os.path.isdir(data_dir):
         raise SystemExit(f"--data-dir: expected a folder of .npz files, got {data_dir!r} (not a folder)")
     files = sorted(f[:-4] for f in os.listdir(data_dir) if f.endswith(".npz"))
     if not files:
         raise SystemExit(f"--data-dir: no .npz files in {data_dir!r}")
     return [(f if m == "LatentCausalModel" else f"{f}/{m}", {"outside": os.path.join(data_dir, f + ".npz")},
-             {} if m == "LatentCausalModel" else {"_method": m}, range(1)) for f in files for m in OUTSIDE_METHODS]
+             {} if m == "LatentCausalModel" else {"_method": m}, seeds) for f in files for m in OUTSIDE_METHODS]
 
 
 def linear_ceiling(z_true: np.ndarray, z_hat: np.ndarray) -> list[float]:
@@ -137,6 +138,16 @@ def _load_outside(path: str):
 SIM_DEFAULTS = dict(n_envs=30, n_per_env=1000, n_obs_dims=10, mechanism="nonlinear")
 
 
+THREADS = 1  # torch threads per fit (set by the pool initializer from --threads)
+
+
+def _init_worker(fit_kw: dict, threads: int = 1) -> None:
+    """Pool initializer: torch threads per fit, and the extra ``fit_svi`` arguments (:func:`_patch_fit_svi`)."""
+    global THREADS
+    THREADS = int(threads)
+    _patch_fit_svi(fit_kw)
+
+
 def _patch_fit_svi(fit_kw: dict) -> None:
     """Pool initializer: make every fit pass ``fit_kw`` to :func:`bayes_crl.infer.fit_svi` (options the estimator
     does not expose, e.g. ``{"recheck_frac": 0.5}``)."""
@@ -156,7 +167,7 @@ def run_one(job):
     name, simkw, modelkw, seed, save_dir = job
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(THREADS)
     from baselines import graph_scores  # benchmarks/baselines.py
     from bayes_crl import LatentCausalModel, metrics, simulate_latent_anm
 
@@ -251,6 +262,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--suite", default="default", choices=sorted([*SUITES, "outside"]))
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per fit (default 1; setting names get "
+                    "'/threads=<n>' appended otherwise)")
     ap.add_argument("--data-dir", default=None, help="folder of outside .npz datasets (needed by --suite outside)")
     ap.add_argument("--results", default="benchmarks/results/recovery_default.jsonl")
     ap.add_argument("--out", default=None, help="write the summary table (with machine and wall time) to this file")
@@ -276,7 +289,7 @@ def main(argv=None) -> int:
     if a.suite == "outside":
         if not a.data_dir:
             ap.error("--suite outside needs --data-dir (a folder of .npz files)")
-        suite = outside_suite(a.data_dir)
+        suite = outside_suite(a.data_dir, [int(x) for x in a.seeds.split(",")] if a.seeds else range(1))
     else:
         suite = SUITES[a.suite]
     if a.prior:
@@ -294,12 +307,15 @@ def main(argv=None) -> int:
         suite = [(f"{n}/{tag}", sk, {**mk, **model_kw}, seeds) for n, sk, mk, seeds in suite
                  if (only is None or n in only) and "_method" not in mk]
         only = {n for n, *_ in suite}
+    if a.threads != 1:
+        suite = [(f"{n}/threads={a.threads}", sk, mk, seeds) for n, sk, mk, seeds in suite if only is None or n in only]
+        only = {n for n, *_ in suite}
     keep_seeds = {int(s) for s in a.seeds.split(",")} if a.seeds else None
     jobs = [(n, sk, mk, s, a.save_dir) for n, sk, mk, seeds in suite for s in seeds
             if (n, s) not in done and (only is None or n in only) and (keep_seeds is None or s in keep_seeds)]
     print(f"{len(jobs)} fits to run ({len(done)} already in {a.results})", flush=True)
     t0 = time.time()
-    with get_context("spawn").Pool(a.workers, initializer=_patch_fit_svi, initargs=(fit_kw,)) as pool:
+    with get_context("spawn").Pool(a.workers, initializer=_init_worker, initargs=(fit_kw, a.threads)) as pool:
         for r in pool.imap_unordered(run_one, jobs):
             rows.append(r)
             with open(a.results, "a") as f:
