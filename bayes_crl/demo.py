@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
           f"AUROC {report['edge_auroc']:.3f}  Brier {report['brier']:.3f}")
     with open(os.path.join(a.out, "summary.json"), "w") as f:
         json.dump(report, f, indent=2)
+    # the posterior as one netCDF-4 file (xarray.open_datatree / ArviZ), with the log-likelihood of 500 rows
+    rows = np.random.default_rng(a.seed).choice(len(data.x), size=min(500, len(data.x)), replace=False)
+    model.to_netcdf(os.path.join(a.out, "posterior.nc"), data.x[rows], data.env[rows], num_samples=500)
     try:
         from bayes_crl import plots
         plots.write_report_figures(model, a.out, data=data)
