@@ -27,7 +27,6 @@ from bayes_crl.priors import EdgePrior
 from bayes_crl.stages import (FitContext, NonFiniteLossError, centre, encode, final_identification, identify_warm_ups,
                               recheck, refit_latent_model, restart_edge_posterior, resume_from_checkpoint, run_steps,
                               search_order, select_restart, warm_up)
-from bayes_crl.stages import MAX_SEARCH_ROWS, RESTART_OUTLIER_DROP, _select_restart  # noqa: F401  (importable here)
 
 __all__ = ["FitResult", "FitConfig", "fit_svi", "NonFiniteLossError", "encode"]
 

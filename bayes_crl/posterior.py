@@ -10,7 +10,7 @@ import networkx as nx
 import numpy as np
 import torch
 
-from bayes_crl.infer import FitResult, encode
+from bayes_crl.fit_result import FitResult
 from bayes_crl.order import bootstrap_orders, positions, precedence
 
 __all__ = ["inclusion_context", "posterior_draws", "edge_indicator_draws", "edge_inclusion", "edge_orientation",
@@ -44,7 +44,7 @@ def inclusion_context(result: FitResult, x: torch.Tensor, env: torch.Tensor, *, 
         also ``order_draws`` (B, l) int64 (latent indices, root first) and ``env_draws`` (B, E): the bootstrap
         weights of the environments in each draw.
     """
-    from bayes_crl.infer import MAX_SEARCH_ROWS
+    from bayes_crl.stages import MAX_SEARCH_ROWS
 
     net = result.net
     e, l = net.n_envs, net.n_latents

@@ -34,7 +34,7 @@ def run_one(job):
     torch.set_num_threads(1)
     import recovery  # benchmarks/recovery.py
 
-    from bayes_crl import LatentCausalModel, infer, metrics, simulate_latent_anm
+    from bayes_crl import LatentCausalModel, metrics, simulate_latent_anm
 
     name, source, seed, n_restarts = job
     if source.endswith(".npz"):
@@ -43,11 +43,7 @@ def run_one(job):
         sk = {**recovery.SIM_DEFAULTS, **dict(next(s for n, s, *_ in recovery.SUITES["wide"] if n == source))}
         data = simulate_latent_anm(random_state=seed, **sk)
     rec: dict = {}
-    # the module whose functions the fit calls for the restart selection
-    if os.path.exists(os.path.join(os.path.dirname(infer.__file__), "stages.py")):
-        from bayes_crl import stages as where
-    else:
-        where = infer
+    from bayes_crl import stages as where  # the module whose functions the fit calls for the restart selection
     import bayes_crl.estimator as est
 
     real_agree, real_select, real_fit = _ORIGINAL.setdefault(

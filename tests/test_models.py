@@ -395,7 +395,7 @@ def test_full_covariance_guide_fits_saves_and_is_reset_by_linear_maps(tmp_path):
 
 
 def test_restart_selection_skips_a_warm_up_that_disagrees_with_the_others():
-    from bayes_crl.infer import _select_restart
+    from bayes_crl.stages import _select_restart
 
     # generalise suite, chain3-vanish3 seed 0: the sparsest warm-up had lost a latent and agreed 0.573 with the others
     best, kept = _select_restart(np.array([0.573, 0.852, 0.858, 0.857]), [0.959, 1.119, 1.106, 1.087])

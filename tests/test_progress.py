@@ -29,6 +29,7 @@ def test_total_can_grow_and_close_is_idempotent():
     assert out[0].startswith("x: 5/10 (50 %)") and out[-1].startswith("x: 15/20 (75 %)") and len(out) == 2
 
 
-def test_not_a_terminal_gives_plain_lines():
-    assert not is_interactive(io.StringIO())
-    assert isinstance(progress_bar(10, "SVI"), LineProgress)  # pytest captures stderr: not a terminal
+def test_not_a_terminal_gives_plain_lines(monkeypatch):
+    monkeypatch.setattr("sys.stderr", io.StringIO())  # output going to a file or a log, even under ``pytest -s``
+    assert not is_interactive()
+    assert isinstance(progress_bar(10, "SVI"), LineProgress)
