@@ -10,16 +10,19 @@ Groups, variables and dims
 ``posterior`` (dims ``chain`` = 1, ``draw`` = ``num_samples``)
     - the prior's global sites, e.g. for the horseshoe ``edge_tau ()``, ``edge_lambda (parent, child)``,
       ``edge_weight (env, parent, child)`` (and ``edge_nu (env, parent, child)`` with ``env_scales=True``); for
-      the spike-and-slab ``edge_gate_logit (parent, child)``. Entries the learned causal order rules out (``parent`` not
-      before ``child``) do not enter the model and are ``nan``.
+      the spike-and-slab ``edge_weight``. Entries the learned causal order rules out (``parent`` not before
+      ``child``) do not enter the model and are ``nan``.
     - ``weight (env, parent, child)``: effective strengths ``W[u, j, i]`` (``nan`` where the order rules
       the edge out; the model's strength there is 0 by construction);
-    - ``inclusion (parent, child)``: per-draw edge indicator, 1.0 where the draw's graph holds the edge
-      (:func:`bayes_crl.posterior.edge_indicator_draws`: the prior's own definition applied to that single
-      draw, oriented by the environment-bootstrap order paired with the draw), else 0.0 (``nan`` on the
-      diagonal; for a model fitted with ``n_order_draws=0``, ``nan`` where the fitted order rules the edge
-      out). Its mean over draws is the posterior inclusion probability (``edge_inclusion_``). For the horseshoe and Laplace priors the definition needs the
-      signal-to-noise context of the data; see :func:`to_datatree` for where it comes from.
+    - ``edge_indicator (parent, child)``: per-draw edge indicator, 1.0 where the draw's graph holds the edge,
+      else 0.0 (``nan`` on the diagonal; for a model fitted with ``n_order_draws=0``, ``nan`` where the fitted
+      order rules the edge out); :func:`bayes_crl.posterior.edge_indicator_draws`. For the spike-and-slab each
+      draw is a graph drawn from the exact posterior over parent sets (the discrete indicators themselves); for
+      the horseshoe, Laplace and flat priors it is the prior's threshold rule (effect >= ``min_effect``) applied
+      to one draw of the strengths, oriented by the environment-bootstrap order paired with the draw. Its mean
+      over draws is the posterior inclusion probability (``edge_inclusion_``, up to Monte Carlo error for the
+      spike-and-slab, whose ``edge_inclusion_`` is exact). The rule needs statistics of the latents; see
+      :func:`to_datatree` for where they come from.
     - ``noise_loc``, ``noise_scale (env, latent)``: per-environment noise parameters. They are point
       estimates (empirical Bayes), stored constant over draws.
 ``sample_stats`` (``chain``, ``draw``)
@@ -128,8 +131,15 @@ def _simulated_context(model: Any, num_per_env: int, seed: int) -> dict:
     feats = net.features(z).reshape(e, num_per_env, l, l)
     scale2 = net.noise_scale() ** 2
     snr_env = feats.var(1, unbiased=False) / scale2[:, None, :]
-    return {"n_per_env": float(num_per_env), "snr": snr_env.mean(0), "snr_env": snr_env,
-            "env_weight": scale2 / scale2.sum(0, keepdim=True)}
+    ctx = {"n_per_env": float(num_per_env), "snr": snr_env.mean(0), "snr_env": snr_env,
+           "env_weight": scale2 / scale2.sum(0, keepdim=True)}
+    if getattr(model.result_.prior, "exact_inclusion", False):
+        from bayes_crl.parent_sets import child_statistics
+
+        st, cnt = child_statistics(feats.reshape(e * num_per_env, l, l).double().numpy(), z.double().numpy(),
+                                   env.numpy(), e)
+        ctx["parent_stats"], ctx["parent_counts"] = torch.as_tensor(st)[None], torch.as_tensor(cnt)[None]
+    return ctx
 
 
 @torch.no_grad()
@@ -313,12 +323,12 @@ def to_datatree(model: "LatentCausalModel", x: Any = None, env: Any = None, *, n
         if d is not None:
             dims[spec.name] = d
     posterior["weight"] = np.where(mask, draws_np["weight"].astype(np.float64), np.nan)[None]
-    posterior["inclusion"] = np.where(incl_mask, incl.astype(np.float64), np.nan)[None]
+    posterior["edge_indicator"] = np.where(incl_mask, incl.astype(np.float64), np.nan)[None]
     s = num_samples
     posterior["noise_loc"] = np.broadcast_to(net.noise_loc.detach().numpy().astype(np.float64), (1, s, e, l)).copy()
     posterior["noise_scale"] = np.broadcast_to(net.noise_scale().detach().numpy().astype(np.float64),
                                                (1, s, e, l)).copy()
-    dims.update(weight=["env", "parent", "child"], inclusion=["parent", "child"], noise_loc=["env", "latent"],
+    dims.update(weight=["env", "parent", "child"], edge_indicator=["parent", "child"], noise_loc=["env", "latent"],
                 noise_scale=["env", "latent"])
 
     log_prior, log_q = _log_prior_and_q(result, draws_t)
@@ -330,7 +340,7 @@ def to_datatree(model: "LatentCausalModel", x: Any = None, env: Any = None, *, n
                               "env": env_coords(model.env_labels_)}
     attrs: dict[str, dict] = {
         "posterior": {"inference_library": "pyro", "inference_method": "svi (variational posterior draws)",
-                      "inclusion": "per-draw 0/1 edge indicator by the prior's inclusion rule"},
+                      "edge_indicator": "per-draw 0/1 edge indicator by the prior's inclusion rule"},
     }
 
     if xt is not None:

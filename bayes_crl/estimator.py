@@ -37,13 +37,13 @@ class LatentCausalModel(BaseEstimator):
     n_latents : int, default 3
         Number of latent causal variables ``l``.
     edge_prior : {"horseshoe", "spike_slab", "laplace", "none"} or EdgePrior, default "horseshoe"
-        Sparsity prior on the edge strengths (see :mod:`bayes_crl.priors`). The horseshoe is the default
-        because its inclusion probabilities separate true from false edges at least as well as the others'
-        (BENCHMARKS.md, edge probabilities and priors). The probabilities carry the uncertainty of the edge's
-        orientation and of its dependence on the environments observed (``n_order_draws``). Known
-        limitations: the probabilities come mostly from that environment bootstrap and an effect threshold, so
-        the horseshoe, Laplace and flat priors give nearly the same ones; the relaxed gates of
-        ``"spike_slab"`` barely move from their start, so its inclusion probabilities stay near 0.5.
+        Sparsity prior on the edge strengths (see :mod:`bayes_crl.priors`). ``"spike_slab"`` reports the exact
+        posterior probability of its discrete edge indicators given the latents (Bayesian model averaging over
+        every parent set, :mod:`bayes_crl.parent_sets`; calibrated on data drawn from the prior). The horseshoe,
+        Laplace and flat priors have no indicator: they report the posterior probability that an edge explains
+        at least ``min_effect`` of its child's variance. Both kinds carry the uncertainty of the edge's
+        orientation (``n_order_draws``). The horseshoe is the default because its recovery of the latents is
+        the most measured (BENCHMARKS.md, edge probabilities and priors).
     noise : {"gaussian", "laplace", "gamma"}, default "gaussian"
         Family of the latent noise ``n_i | u``.
     mechanism : {"nonlinear", "linear"}, default "nonlinear"

@@ -4,7 +4,6 @@ for the per-observation latents.
 Global sites (declared by the prior's :meth:`~bayes_crl.priors.EdgePrior.sites`):
 - ``real``     -> ``Normal(loc, scale)``;
 - ``positive`` -> ``LogNormal(loc, scale)`` (a Gamma/InverseGamma guide is avoided: NaN-prone);
-- ``gate``     -> ``LogitRelaxedBernoulli(temperature, logits)``;
 - point sites  -> ``Delta(value)`` (MAP).
 Local site ``z``: ``Normal(loc(x, u), scale(x, u))`` from the encoder, inside the minibatched ``obs`` plate.
 """
@@ -20,7 +19,7 @@ from torch import nn
 from torch.distributions import constraints
 
 from bayes_crl.models import OBS_PLATE, SITE_Z, LatentCausalNet
-from bayes_crl.priors import EdgePrior, LogitRelaxedBernoulli
+from bayes_crl.priors import EdgePrior
 
 __all__ = ["GlobalGuide", "latent_causal_guide"]
 
@@ -75,8 +74,6 @@ class GlobalGuide(nn.Module):
         for s in self.specs:
             if s.point:
                 self.register_parameter(f"{s.name}__value", nn.Parameter(torch.zeros(s.shape)))
-            elif s.support == "gate":
-                self.register_parameter(f"{s.name}__logits", nn.Parameter(torch.zeros(s.shape)))
             else:
                 init = _INIT_POSITIVE.get(s.name, 0.0)
                 self.register_parameter(f"{s.name}__loc", nn.Parameter(torch.full(s.shape, init)))
@@ -85,9 +82,6 @@ class GlobalGuide(nn.Module):
     def _dist(self, s, mask: torch.Tensor | None = None):
         if s.point:
             d = dist.Delta(getattr(self, f"{s.name}__value"))
-        elif s.support == "gate":
-            t = torch.tensor(getattr(self.prior, "temperature", 0.3))
-            d = LogitRelaxedBernoulli(t, logits=getattr(self, f"{s.name}__logits"))
         else:
             loc, ls = getattr(self, f"{s.name}__loc"), getattr(self, f"{s.name}__log_scale")
             base = dist.LogNormal if s.support == "positive" else dist.Normal
@@ -106,8 +100,6 @@ class GlobalGuide(nn.Module):
         for s in self.specs:
             if s.point:
                 getattr(self, f"{s.name}__value").zero_()
-            elif s.support == "gate":
-                getattr(self, f"{s.name}__logits").zero_()
             else:
                 getattr(self, f"{s.name}__loc").fill_(_INIT_POSITIVE.get(s.name, 0.0))
                 getattr(self, f"{s.name}__log_scale").fill_(-3.0)

@@ -13,13 +13,16 @@ import torch
 from bayes_crl.fit_result import FitResult
 from bayes_crl.order import bootstrap_orders, positions, precedence
 
+N_LATENT_DRAWS = 4
+"""Draws of the latents from ``q(z | x, u)`` that the spike-and-slab's exact edge marginals are averaged over."""
+
 __all__ = ["inclusion_context", "posterior_draws", "edge_indicator_draws", "edge_inclusion", "edge_orientation",
            "most_probable_graphs", "credible_interval", "to_networkx"]
 
 
 @torch.no_grad()
 def inclusion_context(result: FitResult, x: torch.Tensor, env: torch.Tensor, *, n_order_draws: int = 0,
-                      seed: int = 0) -> dict:
+                      seed: int = 0, n_latent_draws: int = N_LATENT_DRAWS) -> dict:
     """What the priors need to turn draws into inclusion probabilities, and the orientation draws.
 
     Parameters
@@ -32,6 +35,10 @@ def inclusion_context(result: FitResult, x: torch.Tensor, env: torch.Tensor, *, 
         (:func:`bayes_crl.order.bootstrap_orders`, shared score, on at most ``MAX_SEARCH_ROWS`` rows). 0 keeps
         the fitted order fixed: the probabilities are then conditional on it.
     seed : int
+    n_latent_draws : int
+        For priors with exact inclusion (:attr:`~bayes_crl.priors.EdgePrior.exact_inclusion`, the spike-and-slab):
+        how many draws of the latents from ``q(z | x, u)`` (one per row each) the exact parent-set posterior is
+        averaged over.
 
     Returns
     -------
@@ -42,7 +49,9 @@ def inclusion_context(result: FitResult, x: torch.Tensor, env: torch.Tensor, *, 
         (E, l): ``n_u scale_i(u)^2`` normalised over environments (how much each environment contributes to the
         child's noise variance; :func:`bayes_crl.priors.edge_effect` pools with it). With ``n_order_draws > 0``
         also ``order_draws`` (B, l) int64 (latent indices, root first) and ``env_draws`` (B, E): the bootstrap
-        weights of the environments in each draw.
+        weights of the environments in each draw. For priors with exact inclusion also ``parent_stats``
+        (K, E, l, l + 1, l + 1) and ``parent_counts`` (K, E): :func:`bayes_crl.parent_sets.child_statistics` of
+        ``K = n_latent_draws`` draws of the latents, and ``seed``.
     """
     from bayes_crl.stages import MAX_SEARCH_ROWS
 
@@ -73,6 +82,7 @@ def inclusion_context(result: FitResult, x: torch.Tensor, env: torch.Tensor, *, 
         if n_order_draws > 0:
             zs.append(z if keep is None else z[keep[i:i + 65536]])
     counts = torch.bincount(env, minlength=e).clamp(min=1).to(s1.dtype)
+    exact = getattr(result.prior, "exact_inclusion", False)
     mean, sq = s1 / counts[:, None, None], s2 / counts[:, None, None]
     var = (sq - mean**2).clamp(min=0)  # (E, l, l)
     scale2 = net.noise_scale() ** 2  # (E, l)
@@ -80,6 +90,9 @@ def inclusion_context(result: FitResult, x: torch.Tensor, env: torch.Tensor, *, 
     wgt = counts[:, None] * scale2
     ctx = {"n_per_env": float(counts.mean()), "snr": snr_env.mean(0), "snr_env": snr_env,
            "env_weight": wgt / wgt.sum(0, keepdim=True)}
+    if exact:
+        ctx["parent_stats"], ctx["parent_counts"] = _latent_draw_statistics(net, x, env, n_latent_draws, seed)
+        ctx["seed"] = int(seed)
     if n_order_draws > 0 and l > 1:
         z = torch.cat(zs).double().numpy()
         ev = env.numpy() if keep is None else env[keep].numpy()
@@ -88,6 +101,38 @@ def inclusion_context(result: FitResult, x: torch.Tensor, env: torch.Tensor, *, 
         ctx["order_draws"] = torch.as_tensor(orders)
         ctx["env_draws"] = torch.as_tensor(weights, dtype=s1.dtype)
     return ctx
+
+
+@torch.no_grad()
+def _latent_draw_statistics(net, x: torch.Tensor, env: torch.Tensor, k: int, seed: int) -> tuple[torch.Tensor,
+                                                                                                   torch.Tensor]:
+    """Within-environment centred cross-products of ``(phi_.i(z), z_i)`` for ``k`` draws of ``z ~ q(z | x, u)``
+    (:func:`bayes_crl.parent_sets.child_statistics`), accumulated in float64 chunk by chunk.
+
+    Returns ``stats`` (k, E, l, l + 1, l + 1) and ``counts`` (k, E) float64 tensors.
+    """
+    e, l = net.n_envs, net.n_latents
+    n = len(x)
+    shift = net.shift_matrix()
+    gen = torch.Generator().manual_seed(seed + 3)
+    m1 = torch.zeros(k, e, l, l + 1, dtype=torch.float64)
+    m2 = torch.zeros(k, e, l, l + 1, l + 1, dtype=torch.float64)
+    for i in range(0, n, 65536):
+        loc, scale, u = net.encoder.forward_full(x[i:i + 65536], env[i:i + 65536])
+        ev = env[i:i + 65536]
+        for r in range(k):
+            w = scale * torch.randn(loc.shape, generator=gen)
+            if u is not None:
+                w = (w.unsqueeze(-2) @ u).squeeze(-2)
+            z = (loc + w) @ shift
+            v = torch.cat([net.features(z).transpose(-1, -2), z.unsqueeze(-1)], -1).double()  # (B, l, l + 1)
+            m1[r].index_add_(0, ev, v)
+            m2[r].index_add_(0, ev, v.unsqueeze(-1) * v.unsqueeze(-2))
+    cnt = torch.bincount(env, minlength=e).double()
+    c = cnt.clamp(min=1)[:, None, None, None]
+    stats = m2 - m1.unsqueeze(-1) * m1.unsqueeze(-2) / c
+    stats = torch.where((cnt >= 2)[None, :, None, None, None], stats, torch.zeros_like(stats))
+    return stats, cnt.expand(k, e).clone()
 
 
 @torch.no_grad()
@@ -110,6 +155,9 @@ def edge_indicator_draws(result: FitResult, context: dict, num_samples: int = 10
     of each draw of the global edge variables, within the fitted order (the probabilities are conditional on
     the fitted latents and their order).
 
+    For a prior with exact inclusion (the spike-and-slab), draw ``s`` is a graph drawn from the exact posterior
+    over parent sets given latent draw ``s mod K`` and order draw ``s mod B`` of ``context``.
+
     With ``order_draws`` and ``env_draws`` (from :func:`inclusion_context` with ``n_order_draws > 0``), draw ``s``
     is paired with bootstrap draw ``b = s mod B``:
 
@@ -128,6 +176,8 @@ def edge_indicator_draws(result: FitResult, context: dict, num_samples: int = 10
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         d = result.global_guide.draws(num_samples)
+    if getattr(result.prior, "exact_inclusion", False):
+        return result.prior.indicators(d, {**context, "seed": seed})
     mask = result.net.mask.bool()
     if "order_draws" not in context:
         return result.prior.indicators(d, context) & mask
@@ -144,7 +194,10 @@ def edge_indicator_draws(result: FitResult, context: dict, num_samples: int = 10
 
 @torch.no_grad()
 def edge_inclusion(result: FitResult, context: dict, num_samples: int = 1000, seed: int = 0) -> np.ndarray:
-    """Posterior edge inclusion probabilities (l, l): the mean of :func:`edge_indicator_draws`."""
+    """Posterior edge inclusion probabilities (l, l): the mean of :func:`edge_indicator_draws`, or, for a prior
+    with exact inclusion (the spike-and-slab), the exact marginals themselves."""
+    if getattr(result.prior, "exact_inclusion", False):
+        return result.prior.inclusion({}, context).to(torch.float64).numpy()
     return edge_indicator_draws(result, context, num_samples, seed).to(torch.float64).mean(0).numpy()
 
 

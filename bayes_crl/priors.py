@@ -13,13 +13,14 @@ Each prior is a frozen dataclass that
   definition stated in its docstring.
 
 Site names (part of the API): ``edge_tau``, ``edge_lambda``, ``edge_nu`` (horseshoe with ``env_scales=True``),
-``edge_gate_logit``, ``edge_weight``.
+``edge_weight``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
@@ -42,11 +43,6 @@ class SiteSpec:
     support: str
     masked: bool
     point: bool = False
-
-
-class LogitRelaxedBernoulli(torch.distributions.relaxed_bernoulli.LogitRelaxedBernoulli,
-                            dist.torch_distribution.TorchDistributionMixin):
-    """Pyro-wrapped ``LogitRelaxedBernoulli`` (the Concrete relaxation, in logit space)."""
 
 
 MIN_EFFECT = 0.03
@@ -85,6 +81,9 @@ class EdgePrior:
 
     name: ClassVar[str] = "base"
     point_estimate: ClassVar[bool] = False
+    exact_inclusion: ClassVar[bool] = False
+    """True where :meth:`inclusion` is an exact posterior computed from the latents' statistics (the inclusion
+    context's ``parent_stats``) rather than a mean over draws of the global sites."""
 
     def sites(self, n_envs: int, n_latents: int) -> list[SiteSpec]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -100,16 +99,9 @@ class EdgePrior:
         """Edge inclusion probabilities (l, l): the mean over draws of :meth:`indicators`."""
         return self.indicators(draws, context).to(torch.get_default_dtype()).mean(0)
 
-    @staticmethod
-    def _weight_from(draws: dict[str, torch.Tensor]) -> torch.Tensor:
-        w = draws["edge_weight"]
-        if "edge_gate_logit" in draws:
-            w = w * torch.sigmoid(draws["edge_gate_logit"]).unsqueeze(-3)
-        return w
-
     def weights(self, draws: dict[str, torch.Tensor]) -> torch.Tensor:
         """Effective strengths ``W`` (S, E, l, l) from draws of the prior's sites."""
-        return self._weight_from(draws)
+        return draws["edge_weight"]
 
 
 @dataclass(frozen=True)
@@ -189,38 +181,84 @@ class Horseshoe(EdgePrior):
 
 @dataclass(frozen=True)
 class SpikeAndSlab(EdgePrior):
-    """Spike-and-slab with a *continuous relaxation* of the edge-level indicator.
+    """Spike-and-slab: a discrete indicator per edge, shared by all environments, with per-environment
+    strengths that exist only when the edge is on.
 
-    ``edge_gate_logit[j, i] ~ LogitRelaxedBernoulli(temperature, probs=prior_inclusion)``; the indicator is
-    ``gamma = sigmoid(edge_gate_logit)``; ``edge_weight[u, j, i] ~ Normal(0, slab_scale)`` and the strength is
-    ``W[u, j, i] = gamma[j, i] * edge_weight[u, j, i]``. Strengths are variational (not point estimates), so an
-    included edge pays the Occam factor ``~ E log(slab * sqrt(n_u))`` in the ELBO; this is what keeps false
-    edges out (a point-estimated slab gives every edge probability ~1).
+    ``gamma[j, i] ~ Bernoulli(prior_inclusion)``; given ``gamma[j, i] = 1`` the standardised strengths
+    ``W[u, j, i] sd_u(phi_ji) / scale_i(u) ~ Normal(0, slab_scale^2)``, independently per environment
+    (:mod:`bayes_crl.parent_sets` states the full conjugate model).
 
-    Inclusion probability: the variational posterior ``q(gamma[j, i] = 1) = sigmoid(guide logit)``, estimated
-    from draws as the mean of ``sigmoid(edge_gate_logit / temperature)`` rounded at 0.5 (the fraction of draws
-    whose relaxed indicator is above one half).
+    The indicators are integrated out exactly. During the fit the model carries the slab,
+    ``edge_weight[u, j, i] ~ Normal(0, slab_scale)`` on the (standardised) latents, with a Gaussian guide; the
+    reported inclusion probability is the *exact* posterior ``P(gamma[j, i] = 1 | z)``: Bayesian model averaging
+    over every parent set of every child (:func:`bayes_crl.parent_sets.edge_marginals`), from the
+    within-environment statistics of latents drawn from ``q(z | x, u)``, averaged over those draws and over the
+    causal-order draws of the inclusion context. Each draw of the edge indicators is a graph drawn from that
+    posterior (:func:`bayes_crl.parent_sets.sample_parent_sets`). The probabilities are calibrated for data
+    drawn from the prior (BENCHMARKS.md, "Edge posterior: calibration").
     """
 
     prior_inclusion: float = 0.3
-    slab_scale: float = 2.0
-    temperature: float = 0.3
+    slab_scale: float = 1.0
     name: ClassVar[str] = "spike_slab"
+    exact_inclusion: ClassVar[bool] = True
+
+    def __post_init__(self):
+        if not (isinstance(self.prior_inclusion, (int, float)) and 0.0 < self.prior_inclusion < 1.0):
+            raise BayesCRLValueError("The 'prior_inclusion' parameter of SpikeAndSlab must be a float in (0, 1). "
+                                     f"Got {self.prior_inclusion!r} instead.")
+        if not (isinstance(self.slab_scale, (int, float)) and 0.0 < self.slab_scale < float("inf")):
+            raise BayesCRLValueError("The 'slab_scale' parameter of SpikeAndSlab must be a positive finite float. "
+                                     f"Got {self.slab_scale!r} instead.")
 
     def sites(self, n_envs, n_latents):
-        l, e = n_latents, n_envs
-        return [SiteSpec("edge_gate_logit", (l, l), "gate", True), SiteSpec("edge_weight", (e, l, l), "real", True)]
+        return [SiteSpec("edge_weight", (n_envs, n_latents, n_latents), "real", True)]
 
     def sample(self, n_envs, mask):
         l = mask.shape[0]
-        m2, m3 = mask.bool(), mask.expand(n_envs, l, l).bool()
-        logit = pyro.sample("edge_gate_logit", LogitRelaxedBernoulli(
-            torch.tensor(self.temperature), probs=torch.full((l, l), self.prior_inclusion)).mask(m2).to_event(2))
+        m3 = mask.expand(n_envs, l, l).bool()
         w = pyro.sample("edge_weight", dist.Normal(torch.zeros(n_envs, l, l), self.slab_scale).mask(m3).to_event(3))
-        return w * torch.sigmoid(logit) * mask
+        return w * mask
 
     def indicators(self, draws, context):
-        return draws["edge_gate_logit"] > 0
+        """Edge indicators drawn from the exact posterior over parent sets (S, l, l); needs the inclusion
+        context's ``parent_stats`` (:func:`bayes_crl.posterior.inclusion_context`)."""
+        from bayes_crl.parent_sets import sample_parent_sets
+
+        n = next(iter(draws.values())).shape[0]
+        return torch.as_tensor(_exact_draws(self, context, n, sample_parent_sets))
+
+    def inclusion(self, draws, context):
+        """Exact edge marginals (l, l), averaged over the latent draws and orders of ``context``."""
+        from bayes_crl.parent_sets import edge_marginals
+
+        stats, counts = context["parent_stats"], context["parent_counts"]
+        orders = _context_orders(context, stats.shape[-3])
+        p = [edge_marginals(stats[k].numpy(), counts[k].numpy(), orders, prior_inclusion=self.prior_inclusion,
+                            slab_scale=self.slab_scale) for k in range(stats.shape[0])]
+        return torch.as_tensor(np.mean(p, 0), dtype=torch.get_default_dtype())
+
+
+def _context_orders(context: dict, l: int) -> np.ndarray:
+    if "order_draws" in context:
+        return np.asarray(context["order_draws"])
+    return np.arange(l)[None]
+
+
+def _exact_draws(prior: "SpikeAndSlab", context: dict, num_samples: int, sampler) -> np.ndarray:
+    """``num_samples`` graphs: draw ``s`` uses latent draw ``s mod K`` and order ``s mod B`` of ``context``."""
+    stats, counts = context["parent_stats"], context["parent_counts"]
+    k = stats.shape[0]
+    orders = _context_orders(context, stats.shape[-3])
+    out = np.zeros((num_samples, stats.shape[-3], stats.shape[-3]), dtype=bool)
+    rng = np.random.default_rng(int(context.get("seed", 0)))
+    for r in range(k):
+        idx = np.arange(r, num_samples, k)
+        if len(idx):
+            out[idx] = sampler(stats[r].numpy(), counts[r].numpy(), orders, len(idx),
+                               prior_inclusion=prior.prior_inclusion, slab_scale=prior.slab_scale, rng=rng,
+                               order_index=lambda s, idx=idx: int(idx[s] % len(orders)))
+    return out
 
 
 @dataclass(frozen=True)

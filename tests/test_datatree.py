@@ -44,7 +44,7 @@ def test_posterior_dims_and_coords(dt, model):
     assert post["edge_lambda"].dims == ("chain", "draw", "parent", "child")
     assert post["edge_tau"].dims == ("chain", "draw")
     assert post["weight"].dims == ("chain", "draw", "env", "parent", "child")
-    assert post["inclusion"].dims == ("chain", "draw", "parent", "child")
+    assert post["edge_indicator"].dims == ("chain", "draw", "parent", "child")
     assert post["noise_loc"].dims == ("chain", "draw", "env", "latent")
     assert post["noise_scale"].dims == ("chain", "draw", "env", "latent")
     names = list(model.latent_names_)
@@ -58,7 +58,7 @@ def test_posterior_dims_and_coords(dt, model):
 def test_posterior_values(dt, model):
     post = dt["posterior"]
     mask = model.result_.net.mask.numpy().astype(bool)
-    incl = post["inclusion"].values[0]
+    incl = post["edge_indicator"].values[0]
     # per-draw indicator: 0/1 off the diagonal (each draw has its own bootstrap order), nan on it
     off = ~np.eye(mask.shape[0], dtype=bool)
     assert np.isin(incl[:, off], [0.0, 1.0]).all()
@@ -107,12 +107,12 @@ def test_same_seed_same_tree(model, data):
 def test_without_x_has_no_data_groups(model):
     t = to_datatree(model, num_samples=20)
     assert {"posterior", "sample_stats", "fit"} == set(t.children)
-    assert t["posterior"]["inclusion"].shape == (1, 20, L, L)
+    assert t["posterior"]["edge_indicator"].shape == (1, 20, L, L)
 
 
 def test_inclusion_mean_tracks_model(model, data):
     t = to_datatree(model, data.x, LABELS[data.env], num_samples=400, num_log_lik_draws=2, num_encoder_samples=1)
-    mean = np.nan_to_num(t["posterior"]["inclusion"].mean(("chain", "draw")).values)
+    mean = np.nan_to_num(t["posterior"]["edge_indicator"].mean(("chain", "draw")).values)
     np.testing.assert_allclose(mean, model.edge_inclusion_, atol=0.15)
 
 

@@ -6,6 +6,7 @@ Convention: adjacency matrices are ``A[parent, child]``; weights are ``W[env, pa
 from .graphs import chain_dag, random_dag
 from .io import load_observations
 from .latent_anm import LatentANMData, condition_iv_holds, simulate_latent_anm
+from .spike_slab import SpikeSlabLatents, simulate_spike_slab_latents
 
 __all__ = [
     "LatentANMData",
@@ -14,4 +15,6 @@ __all__ = [
     "load_observations",
     "random_dag",
     "simulate_latent_anm",
+    "SpikeSlabLatents",
+    "simulate_spike_slab_latents",
 ]

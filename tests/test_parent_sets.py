@@ -1,0 +1,134 @@
+"""Exact parent-set posterior of the spike-and-slab (bayes_crl.parent_sets)."""
+import numpy as np
+import pytest
+from scipy import integrate, stats
+
+from bayes_crl._validation import BayesCRLValueError
+from bayes_crl.parent_sets import (MAX_CANDIDATES, child_statistics, edge_marginals, parent_set_log_posterior,
+                                   sample_parent_sets, subset_masks)
+from bayes_crl.simulate.spike_slab import simulate_spike_slab_latents
+
+
+def _linear_stats(z, env, n_envs=None):
+    n, l = z.shape
+    return child_statistics(np.broadcast_to(z[:, :, None], (n, l, l)), z, env, n_envs)
+
+
+def _numeric_log_evidence(y, x, s):
+    """log p(y | parents x) by quadrature over log sigma^2 of the Gaussian marginal on the centred space."""
+    n = len(y)
+    q = np.linalg.svd(np.eye(n) - 1.0 / n)[0][:, :n - 1]  # orthonormal basis of centred vectors
+    yy = q.T @ (y - y.mean())
+    xs = (x - x.mean(0)) / x.std(0) if x.shape[1] else x
+    v = np.eye(n - 1) + s**2 * (q.T @ xs) @ (q.T @ xs).T
+
+    def f(t):
+        return np.exp(stats.multivariate_normal(np.zeros(n - 1), np.exp(t) * v).logpdf(yy))
+
+    return np.log(integrate.quad(f, -20, 20, limit=500, epsabs=0, epsrel=1e-12)[0])
+
+
+def test_closed_form_matches_quadrature_over_the_noise_scale():
+    rng = np.random.default_rng(1)
+    n = 12
+    x = rng.normal(size=(n, 2))
+    y = 0.7 * x[:, 0] + 0.8 * rng.normal(size=n) + 1.0
+    z = np.c_[x, y]
+    st, c = _linear_stats(z, np.zeros(n, int))
+    masks, lp = parent_set_log_posterior(st, c, 2, [0, 1], prior_inclusion=0.5, slab_scale=1.3)
+    num = np.array([_numeric_log_evidence(y, x[:, m], 1.3) for m in masks])
+    num -= np.logaddexp.reduce(num)
+    np.testing.assert_allclose(lp, num, atol=1e-6)
+
+
+def test_prior_term_and_environments_add_up():
+    """Two environments: the log evidence is the sum of the per-environment terms; the prior enters as
+    |S| log pi + (k - |S|) log(1 - pi)."""
+    d = simulate_spike_slab_latents(3, 2, 25, random_state=4)
+    st, c = _linear_stats(d.z, d.env)
+    _, lp_half = parent_set_log_posterior(st, c, 2, [0, 1], prior_inclusion=0.5)
+    _, lp_03 = parent_set_log_posterior(st, c, 2, [0, 1], prior_inclusion=0.3)
+    size = subset_masks(2).sum(1)
+    shifted = lp_half + size * np.log(0.3 / 0.5) + (2 - size) * np.log(0.7 / 0.5)
+    np.testing.assert_allclose(lp_03, shifted - np.logaddexp.reduce(shifted), atol=1e-10)
+    parts = []
+    for u in range(2):
+        su, cu = _linear_stats(d.z[d.env == u], np.zeros((d.env == u).sum(), int))
+        parts.append(parent_set_log_posterior(su, cu, 2, [0, 1], prior_inclusion=0.5)[1])
+    total = parts[0] + parts[1] + np.log(0.25)  # the prior counted once (each part carries log 0.25 per set)
+    np.testing.assert_allclose(lp_half, total - np.logaddexp.reduce(total), atol=1e-8)
+
+
+def test_invariant_to_scale_and_shift_of_each_latent_per_environment():
+    d = simulate_spike_slab_latents(4, 3, 40, random_state=2)
+    st, c = _linear_stats(d.z, d.env)
+    p = edge_marginals(st, c, np.arange(4))
+    rng = np.random.default_rng(0)
+    z2 = d.z * rng.uniform(0.1, 10, size=(3, 1, 4))[d.env, 0] + rng.normal(size=(3, 4))[d.env] * 5
+    st2, c2 = _linear_stats(z2, d.env)
+    np.testing.assert_allclose(edge_marginals(st2, c2, np.arange(4)), p, atol=1e-9)
+
+
+def test_calibrated_on_graphs_drawn_from_the_prior():
+    """120 graphs l = 4 (720 candidate edges) with 4 x 15 rows: weak data, so probabilities spread over (0, 1).
+    For exact posteriors the expected ECE with ~720 edges in 10 bins is about 0.02-0.03; the mean probability
+    equals the prior inclusion in expectation (sd about 0.46 / sqrt(720) = 0.017)."""
+    probs, truth = [], []
+    iu = np.triu_indices(4, 1)
+    for g in range(120):
+        d = simulate_spike_slab_latents(4, 4, 15, prior_inclusion=0.3, slab_scale=0.5, random_state=g)
+        st, c = _linear_stats(d.z, d.env)
+        probs.append(edge_marginals(st, c, np.arange(4), prior_inclusion=0.3, slab_scale=0.5)[iu])
+        truth.append(d.adjacency[iu])
+    p, t = np.concatenate(probs), np.concatenate(truth)
+    assert 0.1 < np.mean((p > 0.1) & (p < 0.9))  # the data leave real uncertainty
+    bins = np.clip((p * 10).astype(int), 0, 9)
+    ece = sum(abs(p[bins == b].mean() - t[bins == b].mean()) * (bins == b).sum() for b in np.unique(bins)) / len(p)
+    assert ece < 0.07
+    assert np.mean((p - t) ** 2) < 0.3 * 0.7 * 0.8  # well below the prior's own Brier pi (1 - pi)
+    assert abs(p.mean() - t.mean()) < 0.05
+
+
+def test_null_latents_get_small_probabilities_and_strong_edges_probability_one():
+    d = simulate_spike_slab_latents(4, 10, 200, null=True, random_state=0)
+    st, c = _linear_stats(d.z, d.env)
+    assert edge_marginals(st, c, np.arange(4)).max() < 0.05
+    d = simulate_spike_slab_latents(4, 10, 200, prior_inclusion=0.5, effect=0.5, random_state=1)
+    st, c = _linear_stats(d.z, d.env)
+    p = edge_marginals(st, c, np.arange(4))
+    iu = np.triu_indices(4, 1)
+    np.testing.assert_array_less(0.99, p[iu][d.adjacency[iu] == 1])
+    np.testing.assert_array_less(p[iu][d.adjacency[iu] == 0], 0.05)
+
+
+def test_orders_average_and_edges_against_the_order_get_zero():
+    d = simulate_spike_slab_latents(3, 5, 60, prior_inclusion=0.9, random_state=3)
+    st, c = _linear_stats(d.z, d.env)
+    fwd = edge_marginals(st, c, [0, 1, 2])
+    rev = edge_marginals(st, c, [2, 1, 0])
+    assert np.all(np.tril(fwd) == 0) and np.all(np.triu(rev) == 0)
+    np.testing.assert_allclose(edge_marginals(st, c, [[0, 1, 2], [2, 1, 0]]), (fwd + rev) / 2)
+
+
+def test_sampled_graphs_match_the_marginals():
+    d = simulate_spike_slab_latents(4, 4, 12, slab_scale=0.5, random_state=5)
+    st, c = _linear_stats(d.z, d.env)
+    orders = np.array([[0, 1, 2, 3], [1, 0, 3, 2]])
+    draws = sample_parent_sets(st, c, orders, 4000, slab_scale=0.5, rng=np.random.default_rng(0))
+    assert draws.shape == (4000, 4, 4) and draws.dtype == bool
+    # 4000 draws: Monte Carlo sd of a frequency at most 0.5 / sqrt(4000) = 0.008
+    np.testing.assert_allclose(draws.mean(0), edge_marginals(st, c, orders, slab_scale=0.5), atol=0.04)
+
+
+def test_bad_arguments_are_named():
+    d = simulate_spike_slab_latents(3, 2, 10, random_state=0)
+    st, c = _linear_stats(d.z, d.env)
+    with pytest.raises(BayesCRLValueError, match="'prior_inclusion'.*Got 1.5"):
+        edge_marginals(st, c, [0, 1, 2], prior_inclusion=1.5)
+    with pytest.raises(BayesCRLValueError, match="'slab_scale'.*Got -1"):
+        edge_marginals(st, c, [0, 1, 2], slab_scale=-1)
+    with pytest.raises(BayesCRLValueError, match="'orders'.*permutation"):
+        edge_marginals(st, c, [0, 0, 2])
+    big = np.zeros((1, MAX_CANDIDATES + 2, MAX_CANDIDATES + 3, MAX_CANDIDATES + 3))
+    with pytest.raises(BayesCRLValueError, match=f"limited to {MAX_CANDIDATES} candidate parents.*Got 13"):
+        parent_set_log_posterior(big, np.ones(1) * 5, MAX_CANDIDATES + 1, range(MAX_CANDIDATES + 1))
