@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bayes_crl._validation import BayesCRLValueError, check_array_2d, check_env, check_random_state, check_scalar
+from bayes_crl._validation import (BayesCRLValueError, as_adjacency_array, check_array_2d, check_env,
+                                   check_random_state, check_scalar)
 from bayes_crl.heldout import heldout_elbo
 from bayes_crl.priors import get_prior
 
@@ -80,7 +81,7 @@ _SCALARS = (
     ("loo_pareto_k_max", "max Pareto k"), ("expected_edges", "E[#edges]"), ("final_loss", "final loss"),
     ("fit_seconds", "fit s"),
 )
-_TRUTH = (("mpc", "MPC"), ("shd", "SHD"), ("edge_auroc", "AUROC"))
+_TRUTH = (("mpc", "MPC"), ("shd", "SHD"), ("expected_shd", "E[SHD]"), ("brier", "Brier"), ("edge_auroc", "AUROC"))
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,14 +100,20 @@ class PriorComparison:
         ``expected_edges`` (sum of ``edge_inclusion_``),
         ``final_loss`` (negative ELBO per row, mean of the last 5 % of training steps), ``fit_seconds``,
         ``n_train``, ``n_heldout``; with ``z_true`` also ``mpc`` and, with ``adjacency``, ``shd`` (threshold
-        0.5) and ``edge_auroc``.
+        0.5), ``expected_shd`` (sum over the off-diagonal entries of ``|p - truth|``), ``brier`` (their mean
+        squared difference) and ``edge_auroc``. These and the held-out scores are the quantities every prior
+        can be compared on: the probabilities themselves mean different things for priors with an edge indicator
+        (the spike-and-slab: posterior probability of the indicator) and without (the horseshoe, Laplace and
+        flat priors: probability that the effect reaches ``min_effect``).
     edge_inclusion : ndarray (P, l, l)
         Each prior's inclusion probabilities ``[parent, child]`` aligned to the reference latents
         (``reference``): the true latents when ``z_true`` was given, else the first prior's fit.
     pairwise_difference : ndarray (P, P)
         Mean absolute difference of the off-diagonal inclusion probabilities of two fits, after matching the
         second fit's latents to the first's (:func:`bayes_crl.metrics.match_latents` on their transforms of
-        the held-out rows). 0 = the same graph posterior.
+        the held-out rows). 0 = the same graph posterior. ``nan`` between a prior with an edge indicator and
+        one without (:attr:`~bayes_crl.priors.EdgePrior.exact_inclusion` differs): their probabilities are
+        different quantities.
     latent_agreement : ndarray (P, P)
         MPC between the two fits' latents on the held-out rows (1 = the same latents up to permutation and
         scaling).
@@ -187,10 +194,12 @@ class PriorComparison:
                 if i != j:
                     out.append(f"| {names[j]} -> {names[i]} | "
                                + " | ".join(f"{p[j, i]:.2f}" for p in self.edge_inclusion) + " |")
-        out += ["", "Pairwise mean absolute difference of inclusion probabilities (after matching latents)", "",
+        out += ["", "Pairwise mean absolute difference of inclusion probabilities (after matching latents; blank "
+                "between a prior with an edge indicator and one without: different quantities)", "",
                 "| | " + " | ".join(self.priors) + " |", "|---|" + "---:|" * len(self.priors)]
         for a, name in enumerate(self.priors):
-            out.append(f"| {name} | " + " | ".join(f"{v:.{digits}f}" for v in self.pairwise_difference[a]) + " |")
+            out.append(f"| {name} | " + " | ".join("" if np.isnan(v) else f"{v:.{digits}f}"
+                                                   for v in self.pairwise_difference[a]) + " |")
         return "\n".join(out) + "\n"
 
     def plot(self, *, figsize: tuple[float, float] | None = None) -> "Figure":
@@ -386,11 +395,13 @@ def compare_priors(x: Any, env: Any, priors: Sequence["str | EdgePrior"] = ("hor
     p = len(names)
     incl = [np.asarray(models[n].edge_inclusion_, dtype=np.float64) for n in names]
     diff, agree = np.zeros((p, p)), np.ones((p, p))
+    kinds = [get_prior(pr).exact_inclusion for pr in priors]
     for a in range(p):
         for b in range(p):
             if a != b:
                 perm, _, _ = metrics.match_latents(z_te[a], z_te[b])
-                diff[a, b] = _offdiag_mad(incl[a], metrics.align_graph(incl[b], perm))
+                diff[a, b] = (_offdiag_mad(incl[a], metrics.align_graph(incl[b], perm)) if kinds[a] == kinds[b]
+                              else float("nan"))
                 agree[a, b] = metrics.mpc(z_te[a], z_te[b])
     if zt is not None:
         aligned = []
@@ -401,6 +412,10 @@ def compare_priors(x: Any, env: Any, priors: Sequence["str | EdgePrior"] = ("hor
             r["mpc"] = score
             if adjacency is not None:
                 r["shd"] = metrics.shd(adjacency, al, threshold=0.5)
+                a_true = as_adjacency_array(adjacency).astype(np.float64)
+                off = ~np.eye(len(a_true), dtype=bool)
+                r["expected_shd"] = float(np.abs(al - a_true)[off].sum())
+                r["brier"] = float(np.mean((al - a_true)[off] ** 2))
                 r["edge_auroc"] = metrics.edge_auroc(adjacency, al)
         reference = "truth"
         latent_names = tuple(f"z{i}" for i in range(zt.shape[1]))

@@ -88,7 +88,8 @@ def fit_latent_edges(z, env, prior: str | EdgePrior = "horseshoe", *, order=None
         raise BayesCRLValueError(f"The 'order' argument must be a permutation of 0..{l - 1}. Got {order.tolist()}.")
     if getattr(prior, "exact_inclusion", False):
         st, c = child_statistics(np.broadcast_to(z[:, :, None], (n, l, l)), z, env, e)
-        p = edge_marginals(st, c, order, prior_inclusion=prior.prior_inclusion, slab_scale=prior.slab_scale)
+        p = edge_marginals(st, c, order, prior_inclusion=prior.prior_inclusion, slab_scale=prior.slab_scale,
+                           spike_scale=prior.spike_scale)
         return LatentEdges(p, None, order, np.zeros(0))
 
     zo = torch.as_tensor(z[:, order], dtype=torch.float32)  # slot k holds latent order[k]

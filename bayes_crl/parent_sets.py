@@ -10,10 +10,14 @@ with ``S`` the child's parent set (a subset of the latents before ``i`` in the c
 - ``gamma[j, i] ~ Bernoulli(prior_inclusion)`` for every candidate parent ``j`` (the edge indicator, shared by
   all environments), ``S = {j : gamma[j, i] = 1}``;
 - per-environment strengths on the standardised scale,
-  ``W[u, j, i] sd_u(phi_ji) / sigma_i(u) ~ Normal(0, slab_scale^2)`` for ``j`` in ``S`` (0 otherwise): a
-  strength is measured in noise standard deviations of the child per standard deviation of the parent's
-  feature, so the prior means the same at every scale of the latents (which are identified only up to
-  scaling);
+  ``W[u, j, i] sd_u(phi_ji) / sigma_i(u) ~ Normal(0, slab_scale^2)`` for ``j`` in ``S`` and
+  ``~ Normal(0, spike_scale^2)`` otherwise (the continuous spike of George & McCulloch's SSVS; ``spike_scale =
+  0`` is the point mass at 0): a strength is measured in noise standard deviations of the child per standard
+  deviation of the parent's feature, so the prior means the same at every scale of the latents (which are
+  identified only up to scaling). Why a spike of non-zero width: latents recovered from observations are not
+  exact (correlations of 0.98-0.99 with the truth) and each carries a few per cent of its neighbours; with
+  30 000 rows a point-mass spike turns such a leak into an edge of probability 1 (measured: BENCHMARKS.md,
+  "Edge posterior"). The spike's width says how large an effect still counts as no edge;
 - ``mu_i(u)`` flat and ``sigma_i(u)^2`` with the scale-invariant prior ``1 / sigma^2`` (both per environment),
 
 is conjugate: every parameter but ``S`` integrates out in closed form, environment by environment, from the
@@ -26,11 +30,16 @@ With respect to the priors on ``mu`` and ``sigma`` (translation- and scale-invar
 for data drawn from the prior whatever ``mu`` and ``sigma`` are, so it is calibrated: of the edges given
 probability ``p``, a fraction ``p`` are present (measured: BENCHMARKS.md, "Edge posterior: calibration").
 
-Per environment ``u`` with ``n_u`` rows and candidate set ``S`` (``|S| = k_S``), standardised features ``X``
-(centred and divided by their within-environment standard deviation) and centred child ``y``:
+Per environment ``u`` with ``n_u`` rows and parent set ``S`` (``|S| = k_S``), standardised features ``X``
+(centred and divided by their within-environment standard deviation) and centred child ``y``, with a point-mass
+spike (``s = slab_scale``):
 
     log p(z_i^u | S) = const - k_S log(s) - 1/2 log|A_S| - (n_u - 1) / 2 log(y'y - b_S' A_S^{-1} b_S),
-    A_S = X_S'X_S + I / s^2,   b_S = X_S'y,   s = slab_scale.
+    A_S = X_S'X_S + I / s^2,   b_S = X_S'y;
+
+with a spike of width ``s0 > 0`` every candidate stays in: ``A_S = X'X + D_S^{-1}``, ``b_S = X'y``, ``D_S``
+diagonal with ``s^2`` for the candidates in ``S`` and ``s0^2`` for the others, and ``- k_S log(s)`` becomes
+``- k_S log(s) - (k - k_S) log(s0)``.
 """
 from __future__ import annotations
 
@@ -47,13 +56,17 @@ MAX_CANDIDATES = 12
 """Most candidate parents per child whose ``2^k`` parent sets are enumerated (4096 sets)."""
 
 
-def _check_hyper(prior_inclusion: float, slab_scale: float) -> None:
+def _check_hyper(prior_inclusion: float, slab_scale: float, spike_scale: float = 0.0) -> None:
     if not (isinstance(prior_inclusion, (int, float)) and 0.0 < prior_inclusion < 1.0):
         raise BayesCRLValueError(
             f"The 'prior_inclusion' parameter must be a float in (0, 1). Got {prior_inclusion!r} instead.")
     if not (isinstance(slab_scale, (int, float)) and np.isfinite(slab_scale) and slab_scale > 0):
         raise BayesCRLValueError(
             f"The 'slab_scale' parameter must be a positive finite float. Got {slab_scale!r} instead.")
+    if not (isinstance(spike_scale, (int, float)) and 0 <= spike_scale < slab_scale):
+        raise BayesCRLValueError(
+            f"The 'spike_scale' parameter must be a float in [0, slab_scale) = [0, {slab_scale}). "
+            f"Got {spike_scale!r} instead.")
 
 
 def child_statistics(feats: np.ndarray, z: np.ndarray, env: np.ndarray, n_envs: int | None = None,
@@ -111,7 +124,8 @@ def subset_masks(k: int) -> np.ndarray:
 
 
 def parent_set_log_posterior(stats: np.ndarray, counts: np.ndarray, child: int, candidates, *,
-                             prior_inclusion: float = 0.3, slab_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+                             prior_inclusion: float = 0.3, slab_scale: float = 1.0,
+                             spike_scale: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
     """Normalised log posterior of every parent set of one child.
 
     Parameters
@@ -122,7 +136,7 @@ def parent_set_log_posterior(stats: np.ndarray, counts: np.ndarray, child: int, 
     candidates : sequence of int
         The latents allowed as parents (those before ``child`` in the causal order), at most
         :data:`MAX_CANDIDATES`.
-    prior_inclusion, slab_scale : float
+    prior_inclusion, slab_scale, spike_scale : float
         The spike-and-slab's hyperparameters (module docstring).
 
     Returns
@@ -132,7 +146,7 @@ def parent_set_log_posterior(stats: np.ndarray, counts: np.ndarray, child: int, 
     log_post : ndarray (2^k,)
         ``log p(S | z)`` (``logsumexp`` 0).
     """
-    _check_hyper(prior_inclusion, slab_scale)
+    _check_hyper(prior_inclusion, slab_scale, spike_scale)
     cand = np.asarray(list(candidates), dtype=np.int64)
     k = len(cand)
     if k > MAX_CANDIDATES:
@@ -157,21 +171,28 @@ def parent_set_log_posterior(stats: np.ndarray, counts: np.ndarray, child: int, 
     xtx = sxx / (scale[:, :, None] * scale[:, None, :])  # standardised: diagonal n_u (0 for constant features)
     xty = sxy / scale
     m = masks.astype(np.float64)  # (M, k)
-    a = xtx[None] * (m[:, None, :, None] * m[:, None, None, :])  # (M, E', k, k)
-    a = a + np.eye(k)[None, None] * np.where(m, 1.0 / s2, 1.0)[:, None, :, None]
-    b = xty[None] * m[:, None, :]  # (M, E', k)
+    if spike_scale > 0:  # every candidate stays in the regression, with the spike's or the slab's variance
+        a = np.broadcast_to(xtx[None], (len(m), *xtx.shape))
+        a = a + np.eye(k)[None, None] * np.where(m, 1.0 / s2, 1.0 / spike_scale**2)[:, None, :, None]
+        b = np.broadcast_to(xty[None], (len(m), *xty.shape))
+        log_scales = size * 0.5 * np.log(s2) + (k - size) * np.log(spike_scale)
+    else:  # a point-mass spike: the candidates outside S leave the regression
+        a = xtx[None] * (m[:, None, :, None] * m[:, None, None, :])  # (M, E', k, k)
+        a = a + np.eye(k)[None, None] * np.where(m, 1.0 / s2, 1.0)[:, None, :, None]
+        b = xty[None] * m[:, None, :]  # (M, E', k)
+        log_scales = size * 0.5 * np.log(s2)
     chol = np.linalg.cholesky(a)
     logdet = 2.0 * np.log(np.diagonal(chol, axis1=-2, axis2=-1)).sum(-1)  # (M, E')
     sol = np.linalg.solve(chol, b[..., None])[..., 0]
     quad = (sol**2).sum(-1)
     resid = np.maximum(syy[None] - quad, 1e-12 * np.maximum(syy[None], 1e-300))
-    loglik = -size[:, None] * 0.5 * np.log(s2) - 0.5 * logdet - 0.5 * (n_u[None] - 1.0) * np.log(resid)
+    loglik = -log_scales[:, None] - 0.5 * logdet - 0.5 * (n_u[None] - 1.0) * np.log(resid)
     lp = log_prior + loglik.sum(1)
     lp = lp - np.logaddexp.reduce(lp)
     return masks, lp
 
 
-def _posteriors_for_order(stats, counts, order, cache, prior_inclusion, slab_scale):
+def _posteriors_for_order(stats, counts, order, cache, prior_inclusion, slab_scale, spike_scale):
     out = []
     for pos, child in enumerate(order):
         cand = tuple(int(c) for c in order[:pos])
@@ -179,7 +200,7 @@ def _posteriors_for_order(stats, counts, order, cache, prior_inclusion, slab_sca
         if key not in cache:
             cs = key[1]
             masks, lp = parent_set_log_posterior(stats, counts, key[0], cs, prior_inclusion=prior_inclusion,
-                                                 slab_scale=slab_scale)
+                                                 slab_scale=slab_scale, spike_scale=spike_scale)
             cache[key] = (np.asarray(cs, dtype=np.int64), masks, lp)
         out.append(cache[key])
     return out
@@ -195,7 +216,7 @@ def _check_orders(orders, l: int) -> np.ndarray:
 
 
 def edge_marginals(stats: np.ndarray, counts: np.ndarray, orders, *, prior_inclusion: float = 0.3,
-                   slab_scale: float = 1.0) -> np.ndarray:
+                   slab_scale: float = 1.0, spike_scale: float = 0.1) -> np.ndarray:
     """Exact posterior edge inclusion probabilities given the latents, averaged over causal orders.
 
     Parameters
@@ -205,7 +226,7 @@ def edge_marginals(stats: np.ndarray, counts: np.ndarray, orders, *, prior_inclu
     orders : array_like (l,) or (B, l) int
         Causal order(s), root first; the result is the mean over the orders (each a draw of the order's
         posterior, or one fixed order).
-    prior_inclusion, slab_scale : float
+    prior_inclusion, slab_scale, spike_scale : float
 
     Returns
     -------
@@ -218,14 +239,14 @@ def edge_marginals(stats: np.ndarray, counts: np.ndarray, orders, *, prior_inclu
     p = np.zeros((l, l))
     for order in orders:
         for child, (cand, masks, lp) in zip(order, _posteriors_for_order(stats, counts, order, cache,
-                                                                            prior_inclusion, slab_scale)):
+                                                                            prior_inclusion, slab_scale, spike_scale)):
             if len(cand):
                 p[cand, child] += np.exp(lp) @ masks
     return p / len(orders)
 
 
 def sample_parent_sets(stats: np.ndarray, counts: np.ndarray, orders, num_samples: int, *,
-                       prior_inclusion: float = 0.3, slab_scale: float = 1.0,
+                       prior_inclusion: float = 0.3, slab_scale: float = 1.0, spike_scale: float = 0.1,
                        rng: np.random.Generator | None = None,
                        order_index: Callable[[int], int] | None = None) -> np.ndarray:
     """Graphs drawn from the exact posterior over parent sets: one DAG per draw.
@@ -246,7 +267,7 @@ def sample_parent_sets(stats: np.ndarray, counts: np.ndarray, orders, num_sample
     for s in range(num_samples):
         order = orders[s % len(orders) if order_index is None else order_index(s)]
         for child, (cand, masks, lp) in zip(order, _posteriors_for_order(stats, counts, order, cache,
-                                                                            prior_inclusion, slab_scale)):
+                                                                            prior_inclusion, slab_scale, spike_scale)):
             if len(cand):
                 r = rng.choice(len(lp), p=np.exp(lp) / np.exp(lp).sum())
                 out[s, cand[masks[r]], child] = True

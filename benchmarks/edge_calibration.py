@@ -1,6 +1,6 @@
 """Calibration of the spike-and-slab's exact edge posterior given the latents (the edge machinery alone).
 
-Graphs, strengths and latents are drawn from the spike-and-slab prior itself
+Graphs, strengths and latents are drawn from the spike-and-slab prior itself (spike width 0.1, the default)
 (:func:`bayes_crl.simulate.simulate_spike_slab_latents`); the true latents and the true causal order are given to
 :func:`bayes_crl.parent_sets.edge_marginals`. Over the candidate edges (``j`` before ``i``) it reports, per
 setting and pooled: the expected calibration error (10 equal-width bins), the Brier score against the prior's
@@ -41,17 +41,17 @@ def reliability_points(p, t, bins=10):
     return [(float(p[b == k].mean()), float(t[b == k].mean()), int((b == k).sum())) for k in np.unique(b)]
 
 
-def run_setting(l, n_envs, n_per_env, graphs, pi, slab, seed0, null=False, effect=None):
+def run_setting(l, n_envs, n_per_env, graphs, pi, slab, seed0, null=False, effect=None, spike=0.1):
     from bayes_crl.parent_sets import edge_marginals
     from bayes_crl.simulate import simulate_spike_slab_latents
 
     iu = np.triu_indices(l, 1)
     ps, ts = [], []
     for g in range(graphs):
-        d = simulate_spike_slab_latents(l, n_envs, n_per_env, prior_inclusion=pi, slab_scale=slab, null=null,
-                                        effect=effect, random_state=seed0 + g)
+        d = simulate_spike_slab_latents(l, n_envs, n_per_env, prior_inclusion=pi, slab_scale=slab, spike_scale=spike,
+                                        null=null, effect=effect, random_state=seed0 + g)
         st, c = _stats(d, l)
-        ps.append(edge_marginals(st, c, np.arange(l), prior_inclusion=pi, slab_scale=slab)[iu])
+        ps.append(edge_marginals(st, c, np.arange(l), prior_inclusion=pi, slab_scale=slab, spike_scale=spike)[iu])
         ts.append(d.adjacency[iu])
     return np.concatenate(ps), np.concatenate(ts)
 
@@ -68,8 +68,8 @@ def main(argv=None) -> int:
     l, pi = a.latents, 0.3
     rows, lines, rel = [], [], {}
     t0 = time.perf_counter()
-    lines += [f"Calibration, l = {l}, prior inclusion {pi}, {a.graphs} graphs per setting drawn from the prior "
-              "(true latents and order given).", "",
+    lines += [f"Calibration, l = {l}, prior inclusion {pi}, spike width 0.1, {a.graphs} graphs per setting drawn from "
+              "the prior (true latents and order given); null: no edges and no spike effects.", "",
               "| environments x rows | slab | edges | ECE | Brier | pi (1 - pi) | mean prob. | fraction true | "
               "probs in (0.1, 0.9) | null: mean prob. | null: max prob. |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -95,7 +95,8 @@ def main(argv=None) -> int:
     rows.append({"kind": "calibration_pooled", "edges": int(len(p)), "ece": ece(p, t),
                  "brier": float(np.mean((p - t) ** 2)), "mean_prob": float(p.mean()), "frac_true": float(t.mean())})
 
-    lines += ["", f"Sweep: fixed standardised strength +-effect on every edge (graphs with inclusion 0.5), slab 1.0, "
+    lines += ["", f"Sweep: fixed standardised strength +-effect on every edge, 0 elsewhere (graphs with inclusion "
+              f"0.5), slab 1.0, spike 0.1, "
               f"{a.grid_graphs} graphs per cell; mean probability on true edges / on absent edges.", "",
               "| rows per env | " + " | ".join(f"E = {e}, effect {ef}" for e in (5, 10, 30) for ef in (0.05, 0.1, 0.2, 0.5))
               + " |", "|---|" + "---|" * 12]

@@ -12,7 +12,8 @@ fixed, the probabilities of the variational posterior alone) and writes rows in 
         --settings chain3-gauss,random5-gauss
 
 The fits are the same, so this isolates what the orientation draws change. ``--min-effect`` rescores with
-another inclusion threshold (``bayes_crl.priors.MIN_EFFECT``; the saved fits keep the one they were made with).
+another inclusion threshold (``bayes_crl.priors.MIN_EFFECT``; the saved fits keep the one they were made with),
+``--spike-scale`` the spike-and-slab's fits with another spike width.
 The bootstrap seed is the one the estimator uses (derived from ``random_state``), so ``--n-order-draws 100``
 reproduces the rows' probabilities.
 """
@@ -33,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-order-draws", type=int, required=True)
     ap.add_argument("--min-effect", type=float, default=None,
                     help="score with this inclusion threshold instead of the one saved with each fit's prior")
+    ap.add_argument("--spike-scale", type=float, default=None,
+                    help="spike-and-slab fits: score with this spike width (bayes_crl.priors.SpikeAndSlab.spike_scale)")
     ap.add_argument("--out", required=True, help="JSON-lines file written (overwritten)")
     a = ap.parse_args(argv)
 
@@ -61,12 +64,15 @@ def main(argv: list[str] | None = None) -> int:
         result = m.result_
         if a.min_effect is not None:
             result = dataclasses.replace(result, prior=dataclasses.replace(result.prior, min_effect=a.min_effect))
+        if a.spike_scale is not None:
+            result = dataclasses.replace(result, prior=dataclasses.replace(result.prior, spike_scale=a.spike_scale))
         p = edge_inclusion(result, ctx, m.num_posterior_samples, seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             z_hat = m.transform(data.x, env=data.env)
         _, perm, _ = metrics.mpc(data.z, z_hat, return_matching=True)
-        tag = f"n_order_draws={a.n_order_draws}" + ("" if a.min_effect is None else f", min_effect={a.min_effect}")
+        tag = (f"n_order_draws={a.n_order_draws}" + ("" if a.min_effect is None else f", min_effect={a.min_effect}")
+               + ("" if a.spike_scale is None else f", spike_scale={a.spike_scale}"))
         out = {**r, "prior": f"{r['prior']} ({tag})",
                **graph_scores(p, perm, data.adjacency)}
         rows.append(out)

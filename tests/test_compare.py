@@ -34,6 +34,7 @@ def test_one_row_per_prior_with_finite_heldout_elbo(cmp):
         assert r["fit_seconds"] > 0 and np.isfinite(r["final_loss"])
         assert r["n_train"] + r["n_heldout"] == E * N_PER_ENV and r["n_heldout"] == E * round(0.2 * N_PER_ENV)
         assert 0 <= r["mpc"] <= 1 and r["shd"] >= 0
+        assert 0 <= r["brier"] <= 1 and 0 <= r["expected_shd"] <= L * (L - 1)
         # LOO runs (variational draws) or is the in-sample value of a point-estimate prior; never silently NaN
         assert np.isfinite(r["loo_elpd"]) or r["loo_note"].startswith("failed")
     notes = {r["prior"]: r["loo_note"] for r in cmp.rows}
@@ -50,7 +51,12 @@ def test_pairwise_and_table(cmp):
     assert cmp.edge_inclusion.shape == (p, L, L)
     assert np.all((cmp.edge_inclusion >= 0) & (cmp.edge_inclusion <= 1))
     d = cmp.pairwise_difference
-    assert d.shape == (p, p) and np.allclose(np.diag(d), 0) and np.all((d >= 0) & (d <= 1))
+    assert d.shape == (p, p) and np.allclose(np.diag(d), 0)
+    # the spike-and-slab's indicator probability is not compared with the threshold probabilities of the others
+    exact = np.array([name == "spike_slab" for name in cmp.priors])
+    different = exact[:, None] != exact[None, :]
+    assert different.any() and np.all(np.isnan(d[different]))
+    assert np.all((d[~different] >= 0) & (d[~different] <= 1))
     assert np.allclose(np.diag(cmp.latent_agreement), 1)
     ds = cmp.table
     assert ds.sizes["prior"] == p and list(ds["prior"].values) == list(cmp.priors)

@@ -14,13 +14,14 @@ def _linear_stats(z, env, n_envs=None):
     return child_statistics(np.broadcast_to(z[:, :, None], (n, l, l)), z, env, n_envs)
 
 
-def _numeric_log_evidence(y, x, s):
-    """log p(y | parents x) by quadrature over log sigma^2 of the Gaussian marginal on the centred space."""
+def _numeric_log_evidence(y, x, scales):
+    """log p(y | x) with standardised strengths ~ Normal(0, scales^2), by quadrature over log sigma^2 of the
+    Gaussian marginal on the centred space."""
     n = len(y)
     q = np.linalg.svd(np.eye(n) - 1.0 / n)[0][:, :n - 1]  # orthonormal basis of centred vectors
     yy = q.T @ (y - y.mean())
     xs = (x - x.mean(0)) / x.std(0) if x.shape[1] else x
-    v = np.eye(n - 1) + s**2 * (q.T @ xs) @ (q.T @ xs).T
+    v = np.eye(n - 1) + (q.T @ xs) @ np.diag(np.asarray(scales, dtype=float) ** 2) @ (q.T @ xs).T
 
     def f(t):
         return np.exp(stats.multivariate_normal(np.zeros(n - 1), np.exp(t) * v).logpdf(yy))
@@ -35,8 +36,13 @@ def test_closed_form_matches_quadrature_over_the_noise_scale():
     y = 0.7 * x[:, 0] + 0.8 * rng.normal(size=n) + 1.0
     z = np.c_[x, y]
     st, c = _linear_stats(z, np.zeros(n, int))
-    masks, lp = parent_set_log_posterior(st, c, 2, [0, 1], prior_inclusion=0.5, slab_scale=1.3)
-    num = np.array([_numeric_log_evidence(y, x[:, m], 1.3) for m in masks])
+    masks, lp = parent_set_log_posterior(st, c, 2, [0, 1], prior_inclusion=0.5, slab_scale=1.3, spike_scale=0)
+    num = np.array([_numeric_log_evidence(y, x[:, m], [1.3] * int(m.sum())) for m in masks])
+    num -= np.logaddexp.reduce(num)
+    np.testing.assert_allclose(lp, num, atol=1e-6)
+    # a spike of width 0.2: every candidate stays in, with the spike's or the slab's variance
+    masks, lp = parent_set_log_posterior(st, c, 2, [0, 1], prior_inclusion=0.5, slab_scale=1.3, spike_scale=0.2)
+    num = np.array([_numeric_log_evidence(y, x, np.where(m, 1.3, 0.2)) for m in masks])
     num -= np.logaddexp.reduce(num)
     np.testing.assert_allclose(lp, num, atol=1e-6)
 
@@ -76,9 +82,10 @@ def test_calibrated_on_graphs_drawn_from_the_prior():
     probs, truth = [], []
     iu = np.triu_indices(4, 1)
     for g in range(120):
-        d = simulate_spike_slab_latents(4, 4, 15, prior_inclusion=0.3, slab_scale=0.5, random_state=g)
+        d = simulate_spike_slab_latents(4, 4, 15, prior_inclusion=0.3, slab_scale=0.5, spike_scale=0.1,
+                                        random_state=g)
         st, c = _linear_stats(d.z, d.env)
-        probs.append(edge_marginals(st, c, np.arange(4), prior_inclusion=0.3, slab_scale=0.5)[iu])
+        probs.append(edge_marginals(st, c, np.arange(4), prior_inclusion=0.3, slab_scale=0.5, spike_scale=0.1)[iu])
         truth.append(d.adjacency[iu])
     p, t = np.concatenate(probs), np.concatenate(truth)
     assert 0.1 < np.mean((p > 0.1) & (p < 0.9))  # the data leave real uncertainty
@@ -127,6 +134,8 @@ def test_bad_arguments_are_named():
         edge_marginals(st, c, [0, 1, 2], prior_inclusion=1.5)
     with pytest.raises(BayesCRLValueError, match="'slab_scale'.*Got -1"):
         edge_marginals(st, c, [0, 1, 2], slab_scale=-1)
+    with pytest.raises(BayesCRLValueError, match=r"'spike_scale'.*\[0, 1.0\).*Got 2"):
+        edge_marginals(st, c, [0, 1, 2], spike_scale=2)
     with pytest.raises(BayesCRLValueError, match="'orders'.*permutation"):
         edge_marginals(st, c, [0, 0, 2])
     big = np.zeros((1, MAX_CANDIDATES + 2, MAX_CANDIDATES + 3, MAX_CANDIDATES + 3))
