@@ -133,6 +133,40 @@ class PriorComparison:
     latent_names: tuple[str, ...]
     reference: str
     models: dict[str, Any] = field(repr=False)
+    heldout_pointwise: np.ndarray | None = field(default=None, repr=False)
+    """(P, N_heldout): each prior's held-out ELBO of every held-out row (the same rows for every prior)."""
+
+    def compare(self) -> "Any":
+        """The priors ranked by held-out predictive fit, in the layout of ``arviz_stats.compare``.
+
+        ``elpd`` is the sum over held-out rows of the importance-weighted held-out ELBO (a lower bound on each
+        row's log predictive density, :func:`heldout_elbo`), ``se`` its standard error
+        (``sqrt(N) sd``), ``elpd_diff`` the difference to the best prior and ``dse`` the standard error of that
+        difference from the paired per-row differences (as ``arviz_stats.compare`` does for ELPD); ``weight``
+        is the softmax of ``elpd`` (pseudo-BMA without the bootstrap), ``rank`` 0 for the best.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Indexed by prior, best first; columns ``rank, elpd, se, elpd_diff, dse, weight``.
+        """
+        import pandas as pd
+
+        if self.heldout_pointwise is None:
+            raise BayesCRLValueError("This PriorComparison holds no per-row held-out values (made without "
+                                     "compare_priors); compare() needs them.")
+        ll = np.asarray(self.heldout_pointwise, dtype=np.float64)
+        n = ll.shape[1]
+        elpd = ll.sum(1)
+        best = int(np.argmax(elpd))
+        se = np.sqrt(n) * ll.std(1, ddof=1) if n > 1 else np.full(len(elpd), np.nan)
+        dse = np.array([np.sqrt(n) * (ll[best] - ll[k]).std(ddof=1) if n > 1 else np.nan for k in range(len(elpd))])
+        w = np.exp(elpd - elpd.max())
+        df = pd.DataFrame({"elpd": elpd, "se": se, "elpd_diff": elpd[best] - elpd, "dse": dse, "weight": w / w.sum()},
+                          index=pd.Index(list(self.priors), name="prior"))
+        df = df.sort_values("elpd", ascending=False)
+        df.insert(0, "rank", np.arange(len(df)))
+        return df
 
     @property
     def table(self) -> "xr.Dataset":
@@ -369,6 +403,7 @@ def compare_priors(x: Any, env: Any, priors: Sequence["str | EdgePrior"] = ("hor
     models: dict[str, LatentCausalModel] = {}
     rows: list[dict[str, Any]] = []
     z_te: list[np.ndarray] = []
+    pointwise: list[np.ndarray] = []
     for prior, name in zip(priors, names):
         m = LatentCausalModel(n_latents, edge_prior=prior, random_state=seed, **model_kw)
         t0 = time.perf_counter()
@@ -376,6 +411,7 @@ def compare_priors(x: Any, env: Any, priors: Sequence["str | EdgePrior"] = ("hor
         seconds = time.perf_counter() - t0
         models[name] = m
         ll = heldout_elbo(m, x_te, e_te, num_particles=num_particles, seed=seed)
+        pointwise.append(np.asarray(ll, dtype=np.float64))
         losses = np.asarray(m.loss_, dtype=np.float64)
         losses = losses[np.isfinite(losses)]
         tail = losses[-max(1, len(losses) // 20):] if losses.size else np.asarray([np.nan])
@@ -428,4 +464,4 @@ def compare_priors(x: Any, env: Any, priors: Sequence["str | EdgePrior"] = ("hor
         latent_names = tuple(models[names[0]].latent_names_)
     return PriorComparison(priors=tuple(names), rows=rows, edge_inclusion=np.stack(aligned),
                            pairwise_difference=diff, latent_agreement=agree, latent_names=latent_names,
-                           reference=reference, models=models)
+                           reference=reference, models=models, heldout_pointwise=np.stack(pointwise))

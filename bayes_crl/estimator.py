@@ -39,11 +39,13 @@ class LatentCausalModel(BaseEstimator):
     edge_prior : {"horseshoe", "spike_slab", "laplace", "none"} or EdgePrior, default "horseshoe"
         Sparsity prior on the edge strengths (see :mod:`bayes_crl.priors`). ``"spike_slab"`` reports the exact
         posterior probability of its discrete edge indicators given the latents (Bayesian model averaging over
-        every parent set, :mod:`bayes_crl.parent_sets`; calibrated on data drawn from the prior). The horseshoe,
+        every parent set, :mod:`bayes_crl.parent_sets`; calibrated on data drawn from the prior, and as
+        confident as the latents allow: on latents recovered at correlations below about 0.95 it reports their
+        mixing as edges, BENCHMARKS.md "Edge posterior"). The horseshoe,
         Laplace and flat priors have no indicator: they report the posterior probability that an edge explains
         at least ``min_effect`` of its child's variance. Both kinds carry the uncertainty of the edge's
         orientation (``n_order_draws``). The horseshoe is the default because its recovery of the latents is
-        the most measured (BENCHMARKS.md, edge probabilities and priors).
+        the most measured (BENCHMARKS.md, "Edge posterior").
     noise : {"gaussian", "laplace", "gamma"}, default "gaussian"
         Family of the latent noise ``n_i | u``.
     mechanism : {"nonlinear", "linear"}, default "nonlinear"

@@ -123,6 +123,23 @@ def subset_masks(k: int) -> np.ndarray:
     return ((r >> np.arange(k)[None]) & 1).astype(bool)
 
 
+def _standardised(stats: np.ndarray, counts: np.ndarray, child: int, cand: np.ndarray):
+    """Per-environment ``X'X`` (E', k, k), ``X'y`` (E', k), ``y'y`` (E',) and rows (E',) of one child, with the
+    candidates' features standardised within each environment (environments with fewer than 2 rows dropped)."""
+    keep = counts >= 2
+    st = stats[keep, child]  # (E', l + 1, l + 1)
+    n_u = counts[keep]
+    sxx = st[:, cand[:, None], cand[None, :]]  # (E', k, k)
+    sxy = st[:, cand, -1]  # (E', k)
+    syy = st[:, -1, -1]  # (E',)
+    sd = np.sqrt(np.clip(np.diagonal(sxx, axis1=1, axis2=2), 0, None))  # sqrt of n_u times the variance
+    sd = np.where(sd > 1e-12 * np.sqrt(np.maximum(syy, 1e-300))[:, None], sd, np.inf)
+    scale = sd / np.sqrt(n_u)[:, None]  # the features' within-environment standard deviations
+    xtx = sxx / (scale[:, :, None] * scale[:, None, :])  # standardised: diagonal n_u (0 for constant features)
+    xty = sxy / scale
+    return xtx, xty, syy, n_u
+
+
 def parent_set_log_posterior(stats: np.ndarray, counts: np.ndarray, child: int, candidates, *,
                              prior_inclusion: float = 0.3, slab_scale: float = 1.0,
                              spike_scale: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
@@ -159,17 +176,7 @@ def parent_set_log_posterior(stats: np.ndarray, counts: np.ndarray, child: int, 
     if k == 0:
         return masks, np.zeros(1)
     s2 = float(slab_scale) ** 2
-    keep = counts >= 2
-    st = stats[keep, child]  # (E', l + 1, l + 1)
-    n_u = counts[keep]
-    sxx = st[:, cand[:, None], cand[None, :]]  # (E', k, k)
-    sxy = st[:, cand, -1]  # (E', k)
-    syy = st[:, -1, -1]  # (E',)
-    sd = np.sqrt(np.clip(np.diagonal(sxx, axis1=1, axis2=2), 0, None))  # sqrt of n_u times the variance
-    sd = np.where(sd > 1e-12 * np.sqrt(np.maximum(syy, 1e-300))[:, None], sd, np.inf)
-    scale = sd / np.sqrt(n_u)[:, None]  # the features' within-environment standard deviations
-    xtx = sxx / (scale[:, :, None] * scale[:, None, :])  # standardised: diagonal n_u (0 for constant features)
-    xty = sxy / scale
+    xtx, xty, syy, n_u = _standardised(stats, counts, child, cand)
     m = masks.astype(np.float64)  # (M, k)
     if spike_scale > 0:  # every candidate stays in the regression, with the spike's or the slab's variance
         a = np.broadcast_to(xtx[None], (len(m), *xtx.shape))

@@ -294,7 +294,7 @@ def main(argv=None) -> int:
         suite = SUITES[a.suite]
     if a.prior:
         suite = [(f"{n.split('/')[0]}/{a.prior}", sk, {**mk, "edge_prior": a.prior}, seeds) for n, sk, mk, seeds in suite
-                 if only is None or n in only]
+                 if (only is None or n in only) and "_method" not in mk]  # the baselines have no edge prior
         only = {n for n, *_ in suite}
     fit_kw = json.loads(a.fit_svi_kw) if a.fit_svi_kw else {}
     if fit_kw:
