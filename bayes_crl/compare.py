@@ -148,7 +148,7 @@ class PriorComparison:
         Returns
         -------
         pandas.DataFrame
-            Indexed by prior, best first; columns ``rank, elpd, se, elpd_diff, dse, weight``.
+            Indexed by prior, best first; columns ``rank, elpd, se, elpd_diff, dse``.
         """
         import pandas as pd
 
@@ -161,8 +161,7 @@ class PriorComparison:
         best = int(np.argmax(elpd))
         se = np.sqrt(n) * ll.std(1, ddof=1) if n > 1 else np.full(len(elpd), np.nan)
         dse = np.array([np.sqrt(n) * (ll[best] - ll[k]).std(ddof=1) if n > 1 else np.nan for k in range(len(elpd))])
-        w = np.exp(elpd - elpd.max())
-        df = pd.DataFrame({"elpd": elpd, "se": se, "elpd_diff": elpd[best] - elpd, "dse": dse, "weight": w / w.sum()},
+        df = pd.DataFrame({"elpd": elpd, "se": se, "elpd_diff": elpd[best] - elpd, "dse": dse},
                           index=pd.Index(list(self.priors), name="prior"))
         df = df.sort_values("elpd", ascending=False)
         df.insert(0, "rank", np.arange(len(df)))

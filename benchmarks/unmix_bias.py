@@ -12,6 +12,7 @@ and prints the MPC of each optimum against the truth (1 = the criterion's optimu
 
     python benchmarks/unmix_bias.py --seeds 5 --graph chain --latents 3 --mechanism nonlinear
     python benchmarks/unmix_bias.py --data-dir ../shared/outside    # the true latents of outside data files
+    python benchmarks/unmix_bias.py --data-dir ../shared/outside --penalty log --eps 0.03   # other penalties
 
 With ``--data-dir`` every ``.npz`` file of the folder (keys ``z``, ``env``) is used instead of simulated data, and
 the criterion's value at the truth is printed beside its value at the optimum found: an optimum with a lower
@@ -38,7 +39,27 @@ def main(argv=None) -> int:
     ap.add_argument("--graph", default="chain")
     ap.add_argument("--mechanism", default="nonlinear")
     ap.add_argument("--data-dir", default=None, help="folder of .npz files with the true latents 'z' and 'env'")
+    ap.add_argument("--penalty", default="l1", choices=("l1", "log", "grouplog"),
+                    help="penalty on the partial correlations: the library's smoothed L1, a log penalty "
+                         "(closer to counting non-zeros) or a log of the mean square over environments per pair")
+    ap.add_argument("--eps", type=float, default=0.01, help="smoothing of the penalty (the library's default 0.01)")
     a = ap.parse_args(argv)
+    if a.penalty != "l1":
+        import bayes_crl.unmix as um
+
+        def penalty(b, cov, eps, kind=a.penalty):
+            c = b.transpose(-1, -2).unsqueeze(1) @ cov.unsqueeze(0) @ b.unsqueeze(1)
+            prec = torch.linalg.inv(c)
+            d = torch.sqrt(torch.diagonal(prec, dim1=-2, dim2=-1).clamp(min=1e-12))
+            rho = prec / (d.unsqueeze(-1) * d.unsqueeze(-2))
+            iu = torch.triu_indices(cov.shape[-1], cov.shape[-1], 1)
+            p = rho[..., iu[0], iu[1]]  # (K, E, pairs)
+            if kind == "log":
+                return 0.5 * torch.log(p**2 + eps**2).sum((-1, -2))
+            return 0.5 * torch.log((p**2).mean(-2) + eps**2).sum(-1)
+
+        um.partial_correlation_loss = penalty
+        sparse_unmixing = um.sparse_unmixing
     if a.data_dir:
         import os
 
@@ -49,10 +70,10 @@ def main(argv=None) -> int:
             with np.load(os.path.join(a.data_dir, f), allow_pickle=False) as npz:
                 z, env = npz["z"].astype(np.float64), npz["env"].astype(np.int64)
             l = z.shape[1]
-            al, bl, loss_truth = sparse_unmixing(z, env, seed=0, n_starts=1, steps=1)  # the value at the truth
-            al, bl, _ = sparse_unmixing(z, env, seed=0, n_starts=1)
+            al, bl, loss_truth = sparse_unmixing(z, env, seed=0, n_starts=1, steps=1, eps=a.eps)  # value at the truth
+            al, bl, _ = sparse_unmixing(z, env, seed=0, n_starts=1, eps=a.eps)
             mix = z @ np.random.default_rng(0).normal(size=(l, l))
-            ag, bg, loss_glob = sparse_unmixing(mix, env, seed=0)
+            ag, bg, loss_glob = sparse_unmixing(mix, env, seed=0, eps=a.eps)
             print(f"| {f[:-4]} | {metrics.mpc(z, z @ al + bl):.3f} | {metrics.mpc(z, mix @ ag + bg):.3f} | "
                   f"{loss_truth:.3f} | {loss_glob:.3f} |", flush=True)
         return 0
