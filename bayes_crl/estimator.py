@@ -172,6 +172,13 @@ class LatentCausalModel(BaseEstimator):
             check_scalar(self.n_order_draws, "n_order_draws", Integral, _NAME, min_val=0)
         for b in ("order_search", "unmix", "standardize", "progress", "strict"):
             check_bool(getattr(self, b), b, _NAME)
+        from bayes_crl.parent_sets import MAX_CANDIDATES
+
+        if getattr(get_prior(self.edge_prior), "exact_inclusion", False) and self.n_latents > MAX_CANDIDATES + 1:
+            raise BayesCRLValueError(
+                f"The 'edge_prior' {get_prior(self.edge_prior).name!r} enumerates every parent set exactly, which "
+                f"is limited to {MAX_CANDIDATES + 1} latents ({MAX_CANDIDATES} candidate parents per child). Got "
+                f"n_latents={self.n_latents}; use edge_prior='horseshoe' for more latents.")
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "result_"):
