@@ -32,7 +32,7 @@ from bayes_crl.guides import GlobalGuide, latent_causal_guide
 from bayes_crl.metrics import match_latents, mpc
 from bayes_crl.models import LatentCausalNet, latent_causal_model
 from bayes_crl.noise import NoiseFamily
-from bayes_crl.order import align_scores, best_order, best_order_from_scores, local_scores
+from bayes_crl.order import align_scores, best_order, best_order_from_scores, greedy_order, local_scores
 from bayes_crl.priors import EdgePrior, LaplacePrior
 
 __all__ = ["FitContext", "Run", "NonFiniteLossError", "encode", "run_steps", "warm_up", "identify",
@@ -52,7 +52,7 @@ WARMUP_UNMIX_STARTS = 64
 LATER_UNMIX_STARTS = 1
 # rows whose latents decide which warm-up agrees with the others
 AGREEMENT_ROWS = 5000
-# the built-in order search is exact (2^l subsets): with more latents the slot order is kept
+# the built-in order search is exact (2^l subsets) up to this many latents; beyond, a hill climb over orders
 MAX_SEARCH_LATENTS = 12
 # the order votes of all warm-ups are pooled up to this many latents
 MAX_VOTE_LATENTS = 8
@@ -389,7 +389,7 @@ def search_order(ctx: FitContext, run: Run, tables: np.ndarray | None = None, sh
 
     From pooled order ``tables`` when given, else with ``cfg.order_search`` when it is a callable, else with
     :func:`bayes_crl.order.best_order` (``shared``: the model's mechanism class as the score) up to
-    ``MAX_SEARCH_LATENTS`` latents.
+    ``MAX_SEARCH_LATENTS`` latents, and beyond with :func:`bayes_crl.order.greedy_order` (free score).
     """
     l = ctx.n_latents
     if tables is not None:
@@ -398,8 +398,8 @@ def search_order(ctx: FitContext, run: Run, tables: np.ndarray | None = None, sh
         new_order = list(ctx.cfg.order_search(ctx.latents(run), ctx.es_np))
     elif l <= MAX_SEARCH_LATENTS:
         new_order = best_order(ctx.latents(run), ctx.es_np, noise=ctx.noise.name, shared=shared)[0]
-    else:
-        new_order = list(range(l))
+    else:  # beyond the exact search: hill climbing over orders from the current slot order
+        new_order = greedy_order(ctx.latents(run), ctx.es_np, seed=ctx.cfg.seed)[0]
     if new_order == list(range(l)):
         return ctx.order
     run.net.permute_latents(torch.as_tensor(new_order))
