@@ -115,10 +115,7 @@ def scores_from_grams(grams: np.ndarray, counts: np.ndarray, phis: list, l: int,
         for s in range(2**l):
             if s >> i & 1:
                 continue
-            cols = [0] + [1 + j * _K + k for j in range(l) if s >> j & 1 for k in range(_K)]
-            A = G[:, cols][:, :, cols] + 1e-8 * np.eye(len(cols))
-            b = G[:, cols, y]
-            coef = np.linalg.solve(A, b[..., None])[..., 0]
+            cols, b, coef = _regression(G, i, [j for j in range(l) if s >> j & 1])
             if noise == "laplace":
                 mad = np.array([np.abs(p[:, y] - p[:, cols] @ c).mean() for p, c in zip(phis, coef)])
                 ll = -nu * np.log(np.maximum(mad, 1e-9))
@@ -127,6 +124,16 @@ def scores_from_grams(grams: np.ndarray, counts: np.ndarray, phis: list, l: int,
                 ll = -0.5 * nu * np.log(rss / nu)
             out[i, s] = ll.sum() - penalty * 0.5 * np.log(nu).sum() * (1 + _K * bin(s).count("1"))
     return out
+
+
+def _regression(G: np.ndarray, i: int, parents) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """Per-environment least squares of latent ``i`` on an intercept and the basis of ``parents`` from the Gram
+    matrices ``G`` (E, P, P): the columns used, ``X'y`` (E, c) and the coefficients (E, c)."""
+    y = 1 + i * _K
+    cols = [0] + [1 + j * _K + k for j in parents for k in range(_K)]
+    A = G[:, cols][:, :, cols] + 1e-8 * np.eye(len(cols))
+    b = G[:, cols, y]
+    return cols, b, np.linalg.solve(A, b[..., None])[..., 0]
 
 
 def _strengths(c: np.ndarray, Cxx: np.ndarray, Cxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -363,10 +370,7 @@ def _free_score(G: np.ndarray, nu: np.ndarray, i: int, parents, penalty: float) 
     """Local score of child ``i`` with ``parents`` (the free score of :func:`local_scores`, Gaussian residuals),
     from the per-environment Gram matrices of :func:`env_grams`."""
     y = 1 + i * _K
-    cols = [0] + [1 + j * _K + k for j in sorted(parents) for k in range(_K)]
-    A = G[:, cols][:, :, cols] + 1e-8 * np.eye(len(cols))
-    b = G[:, cols, y]
-    coef = np.linalg.solve(A, b[..., None])[..., 0]
+    _, b, coef = _regression(G, i, sorted(parents))
     rss = np.maximum(G[:, y, y] - (b * coef).sum(-1), 1e-9 * nu)
     return float((-0.5 * nu * np.log(rss / nu)).sum() - penalty * 0.5 * np.log(nu).sum() * (1 + _K * len(parents)))
 
