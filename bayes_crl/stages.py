@@ -16,6 +16,7 @@ optimizer and the minibatch position). Each function below does one step of the 
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import os
@@ -24,6 +25,7 @@ import warnings
 import numpy as np
 import pyro
 import torch
+from pyro import poutine
 from pyro.infer import Trace_ELBO
 
 from bayes_crl import unmix as unmixing
@@ -36,7 +38,7 @@ from bayes_crl.order import align_scores, best_order, best_order_from_scores, gr
 from bayes_crl.priors import EdgePrior, LaplacePrior
 
 __all__ = ["FitContext", "Run", "NonFiniteLossError", "encode", "run_steps", "warm_up", "identify",
-           "identify_warm_ups", "select_restart", "order_votes", "search_order", "centre", "children",
+           "run_steps_batched", "identify_warm_ups", "select_restart", "order_votes", "search_order", "centre", "children",
            "restart_edge_posterior", "recheck", "final_identification", "refit_latent_model",
            "resume_from_checkpoint", "checkpoint_config", "MAX_SEARCH_ROWS", "RESTART_OUTLIER_DROP"]
 
@@ -268,18 +270,141 @@ def run_steps(ctx: FitContext, run: Run, steps: range, loss_store: np.ndarray, *
 def warm_up(ctx: FitContext) -> tuple[list[Run], list[np.ndarray]]:
     """``n_restarts`` warm-ups of ``ctx.warm`` steps from different seeds; returns the runs and their loss records.
 
-    They use the L1 warm-up prior (the requested prior when there is no warm-up).
+    They use the L1 warm-up prior (the requested prior when there is no warm-up). Several warm-ups run as one
+    batched model (:func:`run_steps_batched`); each keeps its own initialisation and minibatch sequence.
     """
     cfg = ctx.cfg
     prior = ctx.warm_prior if ctx.warm else ctx.prior
-    runs, stores = [], []
-    for r in range(cfg.n_restarts):
-        run = Run(ctx, prior, cfg.seed + 7919 * r)
-        store = np.full(cfg.num_steps, np.nan)
-        run_steps(ctx, run, range(0, ctx.warm), store, main=False)
-        runs.append(run)
-        stores.append(store)
+    runs = [Run(ctx, prior, cfg.seed + 7919 * r) for r in range(cfg.n_restarts)]
+    stores = [np.full(cfg.num_steps, np.nan) for _ in runs]
+    if len(runs) > 1 and ctx.warm:
+        run_steps_batched(ctx, runs, range(0, ctx.warm), stores)
+    else:
+        for run, store in zip(runs, stores):
+            run_steps(ctx, run, range(0, ctx.warm), store, main=False)
     return runs, stores
+
+
+class _NegativeELBO(torch.nn.Module):
+    """One run's network and edge guide; ``forward(x, env, idx)`` is the minibatch's negative ELBO.
+
+    For guides whose sites are all reparameterised (every guide here), this is the value and gradient of
+    Pyro's ``Trace_ELBO.differentiable_loss`` on the same draws (``tests/test_models.py`` checks it), computed
+    from the guide's trace and the model's trace replayed against it, without the ``.item()`` calls and NaN
+    checks that keep ``Trace_ELBO`` from running under ``torch.func.vmap``.
+    """
+
+    def __init__(self, run: Run, prior: EdgePrior, noise: NoiseFamily, n_total: int):
+        super().__init__()
+        self.net, self.gg = run.net, run.gg
+        self.prior, self.noise, self.n_total = prior, noise, n_total
+
+    def forward(self, x: torch.Tensor, env: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        kw = dict(net=self.net, prior=self.prior, noise=self.noise, n_total=self.n_total, subsample=idx,
+                  global_guide=self.gg)
+        guide_tr = poutine.trace(latent_causal_guide).get_trace(x, env, **kw)
+        model_tr = poutine.trace(poutine.replay(latent_causal_model, trace=guide_tr)).get_trace(x, env, **kw)
+        return guide_tr.log_prob_sum() - model_tr.log_prob_sum()
+
+
+def run_steps_batched(ctx: FitContext, runs: list[Run], steps: range, stores: list[np.ndarray]) -> None:
+    """Warm-up steps ``steps`` of several runs at once: one forward and backward pass of all of them.
+
+    The runs' parameters are stacked along a leading restart dimension (``torch.func.stack_module_state``) and
+    the negative ELBO of :class:`_NegativeELBO` is mapped over it with ``torch.func.vmap``; each run draws its
+    own minibatch from its own row order, as in :func:`run_steps`, and the latent draws share one standard
+    normal draw per step. Adam is elementwise, so one Adam over the stacked tensors is one Adam per run. Each
+    run's gradient is clipped to norm 100 on its own, and a run whose loss or gradient is not finite skips the
+    step (its parameters and Adam moments are restored) exactly as in :func:`run_steps`. Every 100 steps and at
+    the end the stacked values are copied back into the runs' modules. About 2x faster than the runs one
+    after another (BENCHMARKS.md, "Fit time and where it goes").
+    """
+    from torch.func import functional_call, stack_module_state, vmap
+
+    cfg, n, r_count = ctx.cfg, ctx.n, len(runs)
+    objectives = [_NegativeELBO(run, ctx.warm_prior, ctx.noise, n) for run in runs]
+    params, buffers = stack_module_state(objectives)
+    base = copy.deepcopy(objectives[0]).to("meta")
+
+    def loss_fn(p, b, x, env, idx):
+        return functional_call(base, (p, b), (x, env, idx))
+
+    batched_loss = vmap(loss_fn, randomness="same")
+    tensors = list(params.values())
+    opt = _adam(tensors, cfg.lr)
+
+    def sync() -> None:
+        with torch.no_grad():
+            for r, obj in enumerate(objectives):
+                for name, p in obj.named_parameters():
+                    p.copy_(params[name][r])
+
+    for step in steps:
+        rows = []
+        for run in runs:
+            if run.pos + cfg.batch_size > n:
+                run.perm_rows, run.pos = torch.randperm(n, generator=run.gen), 0
+            rows.append(run.perm_rows[run.pos:run.pos + cfg.batch_size])
+            run.pos += cfg.batch_size
+        idx = torch.stack(rows)
+        why = [None] * r_count
+        if step == steps.start or any(run.bad for run in runs):
+            # the argument and support checks of run_steps, run on each run's own model outside vmap
+            sync()
+            for r, run in enumerate(runs):
+                try:
+                    with torch.no_grad(), pyro.validation_enabled(True), warnings.catch_warnings():
+                        warnings.filterwarnings("ignore", "Encountered NaN", UserWarning)
+                        ctx.elbo.differentiable_loss(latent_causal_model, latent_causal_guide, ctx.x[idx[r]],
+                                                     ctx.env[idx[r]], net=run.net, prior=ctx.warm_prior,
+                                                     noise=ctx.noise, n_total=n, subsample=idx[r],
+                                                     global_guide=run.gg)
+                except ValueError as err:
+                    why[r] = str(err).splitlines()[0]
+        opt.zero_grad()
+        with pyro.validation_enabled(False):
+            loss = batched_loss(params, buffers, ctx.x[idx], ctx.env[idx], idx)
+        ok = torch.isfinite(loss) & torch.tensor([w is None for w in why])
+        torch.where(ok, loss, torch.zeros_like(loss)).sum().backward()
+        with torch.no_grad():
+            graded = [t for t in tensors if t.grad is not None]  # e.g. the gamma shape has none with other noise
+            norm = torch.stack([t.grad.flatten(1).pow(2).sum(1) for t in graded]).sum(0).sqrt()
+            ok &= torch.isfinite(norm)
+            coef = torch.where(ok, (100.0 / (norm + 1e-6)).clamp(max=1.0), torch.zeros_like(norm))
+            for t in graded:
+                t.grad.copy_(torch.where(ok.view(-1, *[1] * (t.dim() - 1)), t.grad, 0.0))
+                t.grad.mul_(coef.view(-1, *[1] * (t.dim() - 1)))
+            bad = (~ok).nonzero().flatten().tolist()
+            kept = [(t, t[bad].clone(), {k: v[bad].clone() for k, v in opt.state.get(t, {}).items()
+                                         if v.dim() > 0 and v.shape[0] == r_count}) for t in tensors] if bad else []
+            opt.step()
+            for t, value, state in kept:
+                t[bad] = value
+                for k, v in state.items():
+                    opt.state[t][k][bad] = v
+        if ctx.bar is not None:
+            ctx.bar.update(r_count)
+        for r, run in enumerate(runs):
+            if r in bad:
+                run.bad += 1
+                run.n_rej += 1
+                if run.bad >= cfg.max_bad_steps:
+                    sync()
+                    raise NonFiniteLossError(
+                        f"SVI stopped at step {step} of warm-up {r}: {run.bad} consecutive steps gave a non-finite "
+                        "loss or gradient (likely causes: a learning rate too high, unscaled inputs with extreme "
+                        "values, or a noise family whose support does not fit the data). Parameters are at the "
+                        "last good step." + (f" Last error: {why[r]}" if why[r] else ""))
+            else:
+                run.bad = 0
+                stores[r][step] = loss[r].item() / n
+        if ctx.bar is not None and step % 50 == 0:
+            ctx.bar.set_postfix(loss=f"{np.nanmin([s[step] for s in stores]):.3f}")
+        if ctx.callback is not None and step % 100 == 0:
+            sync()
+            for r, run in enumerate(runs):
+                ctx.callback(step, run.net, run.gg, stores[r][step])
+    sync()
 
 
 def identify(ctx: FitContext, run: Run, n_starts: int) -> float:
@@ -488,5 +613,12 @@ def refit_latent_model(ctx: FitContext, run: Run) -> None:
     refit = np.full(n_refit, np.nan)
     if ctx.bar is not None:
         ctx.bar.total += n_refit
-    run_steps(ctx, run, range(n_refit), refit, latent_only=True)
+    held = [p for p in run.net.parameters() if id(p) in fixed and p.requires_grad]
+    for p in held:  # no backward pass through the fixed encoder (about a third of a refit step)
+        p.requires_grad_(False)
+    try:
+        run_steps(ctx, run, range(n_refit), refit, latent_only=True)
+    finally:
+        for p in held:
+            p.requires_grad_(True)
     ctx.history["refit_losses"] = refit.tolist()

@@ -414,3 +414,86 @@ def test_restart_selection_skips_a_warm_up_that_disagrees_with_the_others():
     # without unmixing losses: the most agreeing run, and every run votes
     best, kept = _select_restart(np.array([0.5, 0.9, 0.7]), None)
     assert best == 1 and kept.all()
+
+
+@pytest.mark.parametrize("prior", sorted(PRIORS))
+@pytest.mark.parametrize("noise", sorted(NOISE_FAMILIES))
+def test_batched_objective_is_trace_elbo(prior, noise):
+    """The loss mapped over stacked warm-ups is Pyro's Trace_ELBO loss (value and gradient) on the same draws."""
+    from types import SimpleNamespace
+
+    from pyro.infer import Trace_ELBO
+
+    from bayes_crl.stages import _NegativeELBO
+
+    x, env = _data()
+    pr, nf = get_prior(prior), get_noise_family(noise)
+    torch.manual_seed(1)
+    run = SimpleNamespace(net=LatentCausalNet(D, E, L, full_cov=True), gg=GlobalGuide(pr, E, L))
+    params = list(run.net.parameters()) + list(run.gg.parameters())
+    idx = torch.arange(4, 16)
+    torch.manual_seed(2)
+    ours = _NegativeELBO(run, pr, nf, N)(x[idx], env[idx], idx)
+    g_ours = torch.autograd.grad(ours, params, allow_unused=True)
+    torch.manual_seed(2)
+    ref = Trace_ELBO().differentiable_loss(latent_causal_model, latent_causal_guide, x[idx], env[idx], net=run.net,
+                                           prior=pr, noise=nf, n_total=N, subsample=idx, global_guide=run.gg)
+    g_ref = torch.autograd.grad(ref, params, allow_unused=True)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-3)
+    for a, b in zip(g_ours, g_ref):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def _warm_up_context(n_restarts, max_bad_steps=50):
+    from bayes_crl.fit_config import FitConfig
+    from bayes_crl.stages import FitContext
+
+    d = simulate_latent_anm(n_latents=2, n_envs=6, n_per_env=50, n_obs_dims=4, random_state=0)
+    x = torch.as_tensor((d.x - d.x.mean(0)) / d.x.std(0), dtype=torch.float32)
+    cfg = FitConfig(num_steps=60, batch_size=32, n_restarts=n_restarts, max_bad_steps=max_bad_steps)
+    return FitContext(x, torch.as_tensor(d.env), n_latents=2, n_envs=6, prior=get_prior("horseshoe"),
+                      noise=get_noise_family("gaussian"), cfg=cfg)
+
+
+def test_batched_warm_ups_train_each_run_from_its_own_start():
+    from bayes_crl.stages import Run, warm_up
+
+    ctx = _warm_up_context(n_restarts=3)
+    starts = [Run(ctx, ctx.warm_prior, ctx.cfg.seed + 7919 * r).net.state_dict() for r in range(3)]
+    pos = []
+    runs, stores = warm_up(ctx)
+    assert ctx.warm == 18 and len(runs) == 3
+    for run, store, start in zip(runs, stores, starts):
+        assert np.isfinite(store[:ctx.warm]).all() and np.isnan(store[ctx.warm:]).all()
+        assert store[ctx.warm - 3:ctx.warm].mean() < store[:3].mean()  # each run's own loss went down
+        moved = max(float((run.net.state_dict()[k] - v).abs().max()) for k, v in start.items())
+        assert moved > 1e-3  # the trained values were copied back into the run's modules
+        pos.append(run.pos)
+    assert len(set(pos)) == 1  # every run drew its own minibatches, one per step
+    # different starts stay different runs
+    w0, w1 = (r.net.decoder.net[0].weight for r in runs[:2])
+    assert not torch.allclose(w0, w1)
+
+
+def test_batched_warm_ups_stop_on_the_run_that_keeps_failing(monkeypatch):
+    import bayes_crl.stages as stages
+
+    ctx = _warm_up_context(n_restarts=2, max_bad_steps=3)
+    calls = []
+    original = stages.Run.__init__
+
+    def poisoned(self, *a, **k):
+        original(self, *a, **k)
+        calls.append(self)
+        if len(calls) == 2:  # the second warm-up's decoder gives NaN
+            with torch.no_grad():
+                self.net.decoder.net[0].bias.fill_(float("nan"))
+
+    monkeypatch.setattr(stages.Run, "__init__", poisoned)
+    with pytest.raises(stages.NonFiniteLossError, match="step 2 of warm-up 1"):
+        stages.warm_up(ctx)
+    # the failing run skipped its steps; the healthy one took every step and stayed finite
+    assert calls[0].n_rej == 0 and calls[1].n_rej == 3
+    assert all(torch.isfinite(p).all() for p in calls[0].net.parameters())
