@@ -211,19 +211,58 @@ MIN_EDGE_EFFECT = 0.05
 """Default of :func:`children_map`'s ``min_edge_effect``."""
 
 
-def _raw_local_scores(z: np.ndarray, env: np.ndarray) -> np.ndarray:
-    """Free-basis local scores (:func:`bayes_crl.order.local_scores`) on the scale of ``z`` itself: the scores are
-    computed on standardised columns, so each child's Gaussian log-likelihood gets ``-N log sd`` back (the
-    Jacobian of the standardisation), which makes them comparable across unit-triangular maps of ``z``."""
-    from bayes_crl.order import local_scores
-
-    return local_scores(z, env) - len(z) * np.log(z.std(0) + 1e-300)[:, None]
+MAX_EXACT_PARENT_LATENTS = 12
+""":func:`children_map` enumerates every parent set of a child up to this many latents (as the exact order search
+does); beyond, it selects parents forward (:func:`bayes_crl.order.greedy_order`'s local search)."""
+MAX_GREEDY_PARENTS = 4
 
 
-def _best(ls: np.ndarray, k: int, allowed: int) -> tuple[float, int]:
-    """Best local score of child ``k`` over parent sets inside the bitmask ``allowed``, and that set."""
-    l = ls.shape[0]
-    return max((ls[k, s], s) for s in range(2**l) if s & ~allowed == 0)
+def _submasks(allowed: int):
+    """Every bitmask inside ``allowed``, the empty one included."""
+    s = allowed
+    while True:
+        yield s
+        if s == 0:
+            return
+        s = (s - 1) & allowed
+
+
+class _ParentSets:
+    """Best parent sets under the free-basis Gaussian local score (:func:`bayes_crl.order.local_scores`) on the
+    scale of ``z`` itself: the scores are computed on standardised columns, so each child's log-likelihood gets
+    ``-N log sd`` back (the Jacobian of the standardisation), which makes them comparable across unit-triangular
+    maps of ``z``. Scores are computed when asked for (a child, a parent bitmask), not as a full table, so the
+    cost follows the children looked at rather than ``l 2^l``."""
+
+    def __init__(self, z: np.ndarray, env: np.ndarray):
+        from bayes_crl.order import env_grams
+
+        grams, counts, _ = env_grams(z, env)
+        self.G, self.nu = np.asarray(grams, dtype=np.float64), np.asarray(counts, dtype=np.float64)
+        self.l = z.shape[1]
+        self.exact = self.l <= MAX_EXACT_PARENT_LATENTS
+        self.jacobian = len(z) * np.log(z.std(0) + 1e-300)
+        self._scores: dict = {}
+        self._greedy: dict = {}
+
+    def score(self, k: int, s: int) -> float:
+        """Local score of child ``k`` with the parents in bitmask ``s``."""
+        from bayes_crl.order import _free_score
+
+        if (k, s) not in self._scores:
+            parents = [j for j in range(self.l) if s >> j & 1]
+            self._scores[k, s] = _free_score(self.G, self.nu, k, parents, 1.0) - self.jacobian[k]
+        return self._scores[k, s]
+
+    def best(self, k: int, allowed: int) -> tuple[float, int]:
+        """Best local score of child ``k`` over parent sets inside the bitmask ``allowed``, and that set."""
+        from bayes_crl.order import _greedy_parents
+
+        if self.exact:
+            return max((self.score(k, s), s) for s in _submasks(allowed))
+        candidates = [j for j in range(self.l) if allowed >> j & 1]
+        score, parents = _greedy_parents(self.G, self.nu, k, candidates, 1.0, MAX_GREEDY_PARENTS, self._greedy)
+        return score - self.jacobian[k], sum(1 << j for j in parents)
 
 
 def children_map(z: np.ndarray, env: np.ndarray, *, max_residual_effect: float = MAX_RESIDUAL_EFFECT,
@@ -237,7 +276,8 @@ def children_map(z: np.ndarray, env: np.ndarray, *, max_residual_effect: float =
     (Markov property: a child ``z_k`` of ``z_i`` is independent of ``z_j`` given its own parents), so any other
     ``c`` leaves ``z_j`` a spurious parent of ``z_k`` (a "grandparent edge"). This map takes, for every latent
     ``i`` in slot order (a causal order) that has parents ``P`` and children ``C`` in the best DAG of the
-    current coordinates (free-basis scores of :mod:`bayes_crl.order`), the shift ``z_i <- z_i - z_P c`` that
+    current coordinates (free-basis scores of :mod:`bayes_crl.order`; every parent set up to
+    :data:`MAX_EXACT_PARENT_LATENTS` latents, forward selection beyond), the shift ``z_i <- z_i - z_P c`` that
     maximises the children's log-likelihood with ``P`` excluded from their parent sets (``z_i``'s own score does
     not change: its regression on ``z_P`` absorbs the shift). Latents without children (sinks) keep the
     centring convention, which nothing in the data overrides.
@@ -298,16 +338,16 @@ def children_map(z: np.ndarray, env: np.ndarray, *, max_residual_effect: float =
     z, env = z[rows], env[rows]
     n = len(z)
     for i in range(1, l - 1):  # the last slot has no children; the first no parents
-        ls = _raw_local_scores(z @ a, env)
-        pa = _best(ls, i, (1 << i) - 1)[1]
+        ls = _ParentSets(z @ a, env)
+        pa = ls.best(i, (1 << i) - 1)[1]
         parents = [j for j in range(i) if pa >> j & 1]
-        children = [k for k in range(i + 1, l) if _best(ls, k, (1 << k) - 1)[1] >> i & 1]
+        children = [k for k in range(i + 1, l) if ls.best(k, (1 << k) - 1)[1] >> i & 1]
         if not parents or not children:
             continue
 
         def _effect(k: int, j: int) -> float:  # share of z_k's variance that z_j explains beyond k's other parents
-            s = _best(ls, k, (1 << k) - 1)[1]
-            return float(1 - np.exp(-2 * (ls[k, s] - ls[k, s & ~(1 << j)]) / n))
+            s = ls.best(k, (1 << k) - 1)[1]
+            return float(1 - np.exp(-2 * (ls.score(k, s) - ls.score(k, s & ~(1 << j))) / n))
 
         edge = (max(_effect(i, j) for j in parents), max(_effect(k, i) for k in children))
         if min(edge) < min_edge_effect:
@@ -316,8 +356,8 @@ def children_map(z: np.ndarray, env: np.ndarray, *, max_residual_effect: float =
             continue
 
         def children_score(b: np.ndarray) -> float:
-            lsb = _raw_local_scores(z @ b, env)
-            return sum(_best(lsb, k, ((1 << k) - 1) & ~pa)[0] for k in children)
+            lsb = _ParentSets(z @ b, env)
+            return sum(lsb.best(k, ((1 << k) - 1) & ~pa)[0] for k in children)
 
         cand = a.copy()
         start = current = children_score(cand)
@@ -342,8 +382,8 @@ def children_map(z: np.ndarray, env: np.ndarray, *, max_residual_effect: float =
                 coefs.append(c_best)
             else:
                 coefs.append(0.0)
-        lsc = _raw_local_scores(z @ cand, env)
-        residual = [float(1 - np.exp(-2 * (_best(lsc, k, (1 << k) - 1)[0] - _best(lsc, k, ((1 << k) - 1) & ~pa)[0]) / n))
+        lsc = _ParentSets(z @ cand, env)
+        residual = [float(1 - np.exp(-2 * (lsc.best(k, (1 << k) - 1)[0] - lsc.best(k, ((1 << k) - 1) & ~pa)[0]) / n))
                     for k in children]
         # an optimum at the edge of the search range is no correction of the centred coordinates but a sign that
         # the children's score keeps rising with the shift (another latent is being absorbed): not kept

@@ -162,6 +162,21 @@ def test_children_map_takes_the_parent_out_of_a_latent_with_children(nonlinear_c
     assert info[0]["children"] == [2] and info[0]["gain"] > 0
 
 
+def test_children_map_beyond_the_exact_limit_selects_parents_forward(nonlinear_chain, monkeypatch):
+    """Past ``MAX_EXACT_PARENT_LATENTS`` the children's parent sets come from forward selection instead of
+    enumeration: on the leaked chain it finds the same parent and child and makes the same correction."""
+    from bayes_crl import unmix
+
+    zl = _leaked(nonlinear_chain.z, {(0, 1): 0.3}, 0.05)
+    exact, info_exact = unmix.children_map(zl, nonlinear_chain.env)
+    monkeypatch.setattr(unmix, "MAX_EXACT_PARENT_LATENTS", 2)
+    greedy, info = unmix.children_map(zl, nonlinear_chain.env)
+    assert not unmix._ParentSets(zl, nonlinear_chain.env).exact
+    assert [(e["node"], e["parents"], e["children"], e["kept"]) for e in info] == [(1, [0], [2], True)]
+    np.testing.assert_allclose(greedy, exact, atol=1e-6)
+    assert metrics.per_latent_correlation(nonlinear_chain.z, zl @ greedy)[1] > 0.99
+
+
 def test_children_map_leaves_a_sink_and_true_coordinates_alone(nonlinear_chain):
     from bayes_crl.unmix import children_map
 
