@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import sys
 import time
 from multiprocessing import get_context
@@ -85,6 +86,14 @@ SUITES = {
                                 weight_range=(0.2, 1.5), n_envs=5), {}, range(1)),
         ("null3-d3", dict(n_latents=3, graph="random", expected_degree=0.0, noise="gaussian", n_obs_dims=3), {},
          range(1)),
+    ],
+    # larger graphs: random DAGs of 5, 10 and 20 latents (expected degree 1) observed in d = 2l dimensions, at least
+    # 2l + 1 environments of 1000 rows; beyond 12 latents the order search and the children map use their local
+    # searches (bayes_crl.order.greedy_order, bayes_crl.unmix.MAX_EXACT_PARENT_LATENTS)
+    "large": [
+        (f"random{l}-d{2 * l}", dict(n_latents=l, graph="random", expected_degree=1.0, noise="gaussian",
+                                     n_obs_dims=2 * l, n_envs=max(30, 2 * l + 1)), {}, range(1))
+        for l in (5, 10, 20)
     ],
     "smoke": [
         ("chain2-gauss", dict(n_latents=2, graph="chain", noise="gaussian", n_envs=6, n_per_env=100), {"num_steps": 50},
@@ -224,6 +233,8 @@ def run_one(job):
         "truth": data.adjacency.tolist(), "method": method, "wall_seconds": time.perf_counter() - t0,
         # the report's verdict per learned latent, in the order of the true latents they were matched to
         "identified": [bool(report.latents[perm[i]].identified) for i in range(sk["n_latents"])], **extra,
+        # this worker process runs one fit (maxtasksperchild=1): its peak resident memory is the fit's
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
 
@@ -315,7 +326,8 @@ def main(argv=None) -> int:
             if (n, s) not in done and (only is None or n in only) and (keep_seeds is None or s in keep_seeds)]
     print(f"{len(jobs)} fits to run ({len(done)} already in {a.results})", flush=True)
     t0 = time.time()
-    with get_context("spawn").Pool(a.workers, initializer=_init_worker, initargs=(fit_kw, a.threads)) as pool:
+    with get_context("spawn").Pool(a.workers, initializer=_init_worker, initargs=(fit_kw, a.threads),
+                                     maxtasksperchild=1) as pool:
         for r in pool.imap_unordered(run_one, jobs):
             rows.append(r)
             with open(a.results, "a") as f:
