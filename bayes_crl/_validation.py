@@ -351,6 +351,13 @@ def check_env(env: Any, n_rows: int, name: str = "env") -> tuple[np.ndarray, lis
                     f"'{name}' must not contain missing labels. Got {int(nan.sum())} NaN label(s); "
                     f"the first at index {first}. Drop those rows or give them a label."
                 )
+        if kind in "iu" and n_rows > 0:
+            lo, hi = int(arr.min()), int(arr.max())
+            if hi - lo < max(n_rows, 1024):  # integer labels in a small range: a lookup table, no sort of N rows
+                shifted = (arr - lo if lo else arr).astype(np.intp, copy=False)
+                present = np.bincount(shifted, minlength=hi - lo + 1) > 0
+                lut = np.cumsum(present) - 1
+                return lut[shifted].astype(np.int64, copy=False), [int(v) + lo for v in np.flatnonzero(present)]
         uniq, codes = np.unique(arr, return_inverse=True)
         return codes.reshape(-1).astype(np.int64), list(uniq.tolist())
     # General path: arbitrary hashable Python objects.
@@ -516,15 +523,24 @@ def check_seen_inputs(x: Any, env: Any, env_labels: Sequence[Hashable],
     :class:`BayesCRLValueError` for unseen labels or a different number of columns.
     """
     x = check_array_2d(x, "x")
-    codes_new, labels_new = check_env(env, x.shape[0], "env")
+    return x, check_seen_env(env, x.shape, env_labels, n_features_in)
+
+
+def check_seen_env(env: Any, x_shape: tuple, env_labels: Sequence[Hashable], n_features_in: int) -> np.ndarray:
+    """The codes (N,) int64 of ``env`` among the labels seen in fit, for observations of shape ``x_shape``.
+
+    Raises :class:`BayesCRLValueError` for unseen labels or a different number of columns.
+    """
+    codes_new, labels_new = check_env(env, x_shape[0], "env")
     lookup = {lab: k for k, lab in enumerate(env_labels)}
     unknown = [lab for lab in labels_new if lab not in lookup]
     if unknown:
         raise BayesCRLValueError(
             f"The 'env' argument holds labels not seen in fit: {unknown[:5]!r}. Expected labels among "
             f"{list(env_labels)[:10]!r}{'...' if len(env_labels) > 10 else ''}.")
-    if x.shape[1] != n_features_in:
-        raise BayesCRLValueError(f"The 'x' argument has {x.shape[1]} columns; this model was fitted on "
+    if x_shape[1] != n_features_in:
+        raise BayesCRLValueError(f"The 'x' argument has {x_shape[1]} columns; this model was fitted on "
                                  f"{n_features_in}.")
-    return x, np.asarray([lookup[labels_new[c]] for c in codes_new], dtype=np.int64)
+    lut = np.asarray([lookup[lab] for lab in labels_new], dtype=np.int64)
+    return lut[codes_new]
 

@@ -12,11 +12,12 @@ from sklearn.base import BaseEstimator
 
 from bayes_crl._errors import DataWarning, IdentifiabilityWarning, NotFittedError
 from bayes_crl._validation import (BayesCRLValueError, check_array_2d, check_bool, check_env, check_option,
-                                   check_random_state, check_scalar, check_seen_inputs)
+                                   check_random_state, check_scalar, check_seen_env, check_seen_inputs)
 from bayes_crl.infer import FitResult, encode, fit_svi
 from bayes_crl.noise import NOISE_FAMILIES, get_noise_family
 from bayes_crl.posterior import edge_inclusion, edge_orientation, inclusion_context, posterior_draws, to_networkx
 from bayes_crl.priors import PRIORS, EdgePrior, get_prior
+from bayes_crl.rows import ArrayRows, check_out_of_core, column_moments, is_out_of_core
 
 __all__ = ["LatentCausalModel"]
 
@@ -197,6 +198,12 @@ class LatentCausalModel(BaseEstimator):
 
     def _prepare(self, x, env, fitting: bool):
         x, env = self._split_frame(x, env)
+        if is_out_of_core(x):  # read on demand (bayes_crl.rows), never converted whole
+            check_out_of_core(x, "x")
+            if fitting:
+                codes, labels = check_env(env, x.shape[0], "env")
+                return x, codes, labels
+            return x, check_seen_env(env, x.shape, self.env_labels_, self.n_features_in_), None
         if fitting:
             x = check_array_2d(x, "x")
             codes, labels = check_env(env, x.shape[0], "env")
@@ -204,7 +211,9 @@ class LatentCausalModel(BaseEstimator):
         x, codes = check_seen_inputs(x, env, self.env_labels_, self.n_features_in_)
         return x, codes, None
 
-    def _scale(self, x: np.ndarray) -> torch.Tensor:
+    def _scale(self, x) -> torch.Tensor | ArrayRows:
+        if is_out_of_core(x):
+            return ArrayRows(x, self.x_mean_, self.x_scale_)
         return torch.as_tensor((x - self.x_mean_) / self.x_scale_, dtype=torch.float32)
 
     # ------------------------------------------------------------------ fit
@@ -253,7 +262,8 @@ class LatentCausalModel(BaseEstimator):
                           f"{MIN_ROWS_PER_ENV} rows (smallest: {counts.min()}); their noise parameters and strengths "
                           "will be poorly determined. Merge or drop them if they are not distinct conditions.",
                           DataWarning, stacklevel=2)
-        const = np.flatnonzero(x.std(0) == 0)
+        mean, sd = column_moments(x, "x") if is_out_of_core(x) else (x.mean(0), x.std(0))
+        const = np.flatnonzero(sd == 0)
         if len(const) == d:
             raise BayesCRLValueError("The 'x' argument has only constant columns: there is nothing to learn.")
         if len(const):
@@ -261,8 +271,8 @@ class LatentCausalModel(BaseEstimator):
                           "kept unscaled.", DataWarning, stacklevel=2)
         rng = check_random_state(self.random_state)
         seed = int(rng.integers(2**31 - 1))
-        self.x_mean_ = x.mean(0) if self.standardize else np.zeros(d)
-        sd = x.std(0) if self.standardize else np.ones(d)
+        self.x_mean_ = mean if self.standardize else np.zeros(d)
+        sd = sd if self.standardize else np.ones(d)
         self.x_scale_ = np.where(sd > 0, sd, 1.0)
         self.n_features_in_ = d
         self.env_labels_ = list(labels)

@@ -59,7 +59,7 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
 
     Parameters
     ----------
-    x : Tensor (N, d) float
+    x : Tensor (N, d) float, or :class:`bayes_crl.rows.ArrayRows` (rows read on demand, standardised)
     env : Tensor (N,) int64, codes in ``0..n_envs-1``
     n_latents, n_envs : int
     prior : EdgePrior

@@ -12,6 +12,7 @@ import torch
 
 from bayes_crl.fit_result import FitResult
 from bayes_crl.order import bootstrap_orders, positions, precedence
+from bayes_crl.rows import CHUNK_ROWS
 
 N_LATENT_DRAWS = 4
 """Draws of the latents from ``q(z | x, u)`` that the spike-and-slab's exact edge marginals are averaged over."""
@@ -28,7 +29,7 @@ def inclusion_context(result: FitResult, x: torch.Tensor, env: torch.Tensor, *, 
     Parameters
     ----------
     result : FitResult
-    x : Tensor (N, d), env : Tensor (N,) int64
+    x : Tensor (N, d) or :class:`bayes_crl.rows.ArrayRows` (read in chunks), env : Tensor (N,) int64
         The (scaled) training data.
     n_order_draws : int
         Environment-bootstrap draws of the causal order of the fitted latents
@@ -53,6 +54,7 @@ def inclusion_context(result: FitResult, x: torch.Tensor, env: torch.Tensor, *, 
         (K, E, l, l + 1, l + 1) and ``parent_counts`` (K, E): :func:`bayes_crl.parent_sets.child_statistics` of
         ``K = n_latent_draws`` draws of the latents, and ``seed``.
     """
+    from bayes_crl.rows import row_subset
     from bayes_crl.stages import MAX_SEARCH_ROWS
 
     net = result.net
@@ -63,12 +65,15 @@ def inclusion_context(result: FitResult, x: torch.Tensor, env: torch.Tensor, *, 
     keep = None
     if n_order_draws > 0 and n > MAX_SEARCH_ROWS:
         keep = torch.zeros(n, dtype=torch.bool)
-        keep[torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))[:MAX_SEARCH_ROWS]] = True
-    zs = []
+        keep[row_subset(n, MAX_SEARCH_ROWS, seed + 1)] = True
+    # the latents the order bootstrap needs, in one buffer filled chunk by chunk (small tensors kept alive between
+    # the chunks' large temporaries fragment the heap: the process grew by 100 MB over 10^7 rows)
+    z_keep = torch.empty(int(keep.sum()) if keep is not None else (n if n_order_draws > 0 else 0), l)
+    filled = 0
     gen = torch.Generator().manual_seed(seed + 2)
     shift = net.shift_matrix()
-    for i in range(0, n, 65536):  # chunked: memory does not grow with N
-        loc, scale, u = net.encoder.forward_full(x[i:i + 65536], env[i:i + 65536])
+    for i in range(0, n, CHUNK_ROWS):  # chunked: memory does not grow with N
+        loc, scale, u = net.encoder.forward_full(x[i:i + CHUNK_ROWS], env[i:i + CHUNK_ROWS])
         z = loc @ shift  # posterior means (as encode)
         # the parents' features on latents drawn from q(z | x, u), one draw per row: the model's noise scales are
         # those of latents drawn from q (their variance includes q's), so the explained variance is measured on the
@@ -77,10 +82,12 @@ def inclusion_context(result: FitResult, x: torch.Tensor, env: torch.Tensor, *, 
         if u is not None:
             w = (w.unsqueeze(-2) @ u).squeeze(-2)
         feats = net.features((loc + w) @ shift)  # (B, l, l)
-        s1.index_add_(0, env[i:i + 65536], feats)
-        s2.index_add_(0, env[i:i + 65536], feats**2)
+        s1.index_add_(0, env[i:i + CHUNK_ROWS], feats)
+        s2.index_add_(0, env[i:i + CHUNK_ROWS], feats**2)
         if n_order_draws > 0:
-            zs.append(z if keep is None else z[keep[i:i + 65536]])
+            zk = z if keep is None else z[keep[i:i + CHUNK_ROWS]]
+            z_keep[filled:filled + len(zk)] = zk
+            filled += len(zk)
     counts = torch.bincount(env, minlength=e).clamp(min=1).to(s1.dtype)
     exact = getattr(result.prior, "exact_inclusion", False)
     mean, sq = s1 / counts[:, None, None], s2 / counts[:, None, None]
@@ -94,7 +101,7 @@ def inclusion_context(result: FitResult, x: torch.Tensor, env: torch.Tensor, *, 
         ctx["parent_stats"], ctx["parent_counts"] = _latent_draw_statistics(net, x, env, n_latent_draws, seed)
         ctx["seed"] = int(seed)
     if n_order_draws > 0 and l > 1:
-        z = torch.cat(zs).double().numpy()
+        z = z_keep.double().numpy()
         ev = env.numpy() if keep is None else env[keep].numpy()
         orders, weights = bootstrap_orders(z, ev, n_draws=n_order_draws, n_envs=e, noise=result.noise.name,
                                            shared=True, seed=seed)
@@ -117,9 +124,9 @@ def _latent_draw_statistics(net, x: torch.Tensor, env: torch.Tensor, k: int, see
     gen = torch.Generator().manual_seed(seed + 3)
     m1 = torch.zeros(k, e, l, l + 1, dtype=torch.float64)
     m2 = torch.zeros(k, e, l, l + 1, l + 1, dtype=torch.float64)
-    for i in range(0, n, 65536):
-        loc, scale, u = net.encoder.forward_full(x[i:i + 65536], env[i:i + 65536])
-        ev = env[i:i + 65536]
+    for i in range(0, n, CHUNK_ROWS):
+        loc, scale, u = net.encoder.forward_full(x[i:i + CHUNK_ROWS], env[i:i + CHUNK_ROWS])
+        ev = env[i:i + CHUNK_ROWS]
         for r in range(k):
             w = scale * torch.randn(loc.shape, generator=gen)
             if u is not None:

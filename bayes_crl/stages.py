@@ -36,6 +36,7 @@ from bayes_crl.models import LatentCausalNet, latent_causal_model
 from bayes_crl.noise import NoiseFamily
 from bayes_crl.order import align_scores, best_order, best_order_from_scores, greedy_order, local_scores
 from bayes_crl.priors import EdgePrior, LaplacePrior
+from bayes_crl.rows import CHUNK_ROWS, row_subset
 
 __all__ = ["FitContext", "Run", "NonFiniteLossError", "encode", "run_steps", "warm_up", "identify",
            "run_steps_batched", "identify_warm_ups", "select_restart", "order_votes", "search_order", "centre", "children",
@@ -80,9 +81,15 @@ def _adam(params: list, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr)
 
 
-def _fingerprint(x: torch.Tensor, env: torch.Tensor) -> str:
-    """SHA-256 of the data, so a checkpoint is resumed only on the data it was written for."""
-    h = hashlib.sha256(x.detach().contiguous().numpy().tobytes())
+def _fingerprint(x, env: torch.Tensor) -> str:
+    """SHA-256 of the data, so a checkpoint is resumed only on the data it was written for (rows read in chunks
+    when ``x`` is read on demand, :class:`bayes_crl.rows.ArrayRows`)."""
+    if torch.is_tensor(x):
+        h = hashlib.sha256(x.detach().contiguous().numpy().tobytes())
+    else:
+        h = hashlib.sha256()
+        for start in range(0, len(x), CHUNK_ROWS):
+            h.update(x[start:start + CHUNK_ROWS].numpy().tobytes())
     h.update(env.contiguous().numpy().tobytes())
     return h.hexdigest()
 
@@ -115,10 +122,10 @@ class FitContext:
         self.history: dict = {}
         self.callback = callback
         if self.n > MAX_SEARCH_ROWS:
-            sel = torch.randperm(self.n, generator=torch.Generator().manual_seed(cfg.seed + 1))[:MAX_SEARCH_ROWS]
+            sel = row_subset(self.n, MAX_SEARCH_ROWS, cfg.seed + 1)
             self.xs, self.es = x[sel], env[sel]
-        else:
-            self.xs, self.es = x, env
+        else:  # all rows (read once when x is read on demand)
+            self.xs, self.es = (x if torch.is_tensor(x) else x[0:self.n]), env
         self.es_np = self.es.numpy()
         self.bar = None
         if progress:
