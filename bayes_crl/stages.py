@@ -81,6 +81,12 @@ def _adam(params: list, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr)
 
 
+def _row_order(n: int, gen: torch.Generator) -> torch.Tensor:
+    """A random order of the ``n`` rows: int32 below 2^31 rows (the same permutation as int64, half the memory:
+    80 MB less per warm-up at 10^7 rows); minibatches take int64 slices of it."""
+    return torch.randperm(n, generator=gen, dtype=torch.int32 if n < 2**31 else torch.int64)
+
+
 def _fingerprint(x, env: torch.Tensor) -> str:
     """SHA-256 of the data, so a checkpoint is resumed only on the data it was written for (rows read in chunks
     when ``x`` is read on demand, :class:`bayes_crl.rows.ArrayRows`)."""
@@ -156,7 +162,7 @@ class Run:
         self.params = list(self.net.parameters()) + list(self.gg.parameters())
         self.opt = _adam(self.params, cfg.lr)
         self.gen = torch.Generator().manual_seed(seed)
-        self.perm_rows = torch.randperm(ctx.n, generator=self.gen)
+        self.perm_rows = _row_order(ctx.n, self.gen)
         self.pos = self.bad = self.n_rej = 0
 
 
@@ -225,8 +231,8 @@ def run_steps(ctx: FitContext, run: Run, steps: range, loss_store: np.ndarray, *
         if checkpoints and step > steps.start and step % ctx.checkpoint_every == 0:
             _save_checkpoint(ctx, run, step)
         if run.pos + cfg.batch_size > n:
-            run.perm_rows, run.pos = torch.randperm(n, generator=run.gen), 0
-        idx = run.perm_rows[run.pos:run.pos + cfg.batch_size]
+            run.perm_rows, run.pos = _row_order(n, run.gen), 0
+        idx = run.perm_rows[run.pos:run.pos + cfg.batch_size].long()
         run.pos += cfg.batch_size
         if main:
             frac = (step / max(1, len(steps)) if latent_only
@@ -350,8 +356,8 @@ def run_steps_batched(ctx: FitContext, runs: list[Run], steps: range, stores: li
         rows = []
         for run in runs:
             if run.pos + cfg.batch_size > n:
-                run.perm_rows, run.pos = torch.randperm(n, generator=run.gen), 0
-            rows.append(run.perm_rows[run.pos:run.pos + cfg.batch_size])
+                run.perm_rows, run.pos = _row_order(n, run.gen), 0
+            rows.append(run.perm_rows[run.pos:run.pos + cfg.batch_size].long())
             run.pos += cfg.batch_size
         idx = torch.stack(rows)
         why = [None] * r_count
