@@ -320,15 +320,33 @@ def _clear_previous_run(run_dir: Path) -> None:
                 p.unlink()
 
 
-def _load_data(path: str, env_column: str) -> tuple[np.ndarray, np.ndarray, Any, str]:
-    """``x``, ``env``, the ground truth (a LatentANMData, or None) and the kind of file."""
+def _load_data(path: str, env_column: str, env_file: str | None = None) -> tuple[Any, np.ndarray, Any, str]:
+    """``x``, ``env``, the ground truth (a LatentANMData, or None) and the kind of file. A ``.npy`` file of
+    observations is memory-mapped (read on demand by the fit, :mod:`bayes_crl.rows`); its labels come from
+    ``env_file``."""
     from bayes_crl._validation import BayesCRLValueError
     from bayes_crl.simulate import LatentANMData, load_observations
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"data file '{path}' does not exist.")
     if os.path.isdir(path):
-        raise BayesCRLValueError(f"data file '{path}' is a folder; expected a .npz or .csv file.")
+        raise BayesCRLValueError(f"data file '{path}' is a folder; expected a .npz, .npy or .csv file.")
+    if path.lower().endswith(".npy"):
+        if env_file is None:
+            raise BayesCRLValueError(f"data file '{path}' is a .npy array of observations; give the environment "
+                                     "labels, one per row, with --env-file labels.npy.")
+        if not os.path.exists(env_file):
+            raise FileNotFoundError(f"environment file '{env_file}' does not exist.")
+        try:
+            x = np.load(path, mmap_mode="r", allow_pickle=False)
+            env = np.load(env_file, allow_pickle=False)
+        except Exception as exc:  # ValueError, OSError: a file that is not a plain .npy array
+            raise BayesCRLValueError(f"'{path}' and '{env_file}' must be plain .npy arrays ({type(exc).__name__}: "
+                                     f"{exc}).") from None
+        return x, env, None, "npy (memory-mapped)"
+    if env_file is not None:
+        raise BayesCRLValueError(f"--env-file is for .npy data files; '{path}' holds its labels itself "
+                                 "(name them with --env-column).")
     if path.lower().endswith(".npz"):
         try:
             with np.load(path, allow_pickle=False) as f:
@@ -378,7 +396,7 @@ def _cmd_fit(a: argparse.Namespace) -> int:
 
     run_dir = Path(a.out)
     _check_run_dir(run_dir, a.overwrite)  # before the (long) fit
-    x, env, truth, kind = _load_data(a.data, a.env_column)
+    x, env, truth, kind = _load_data(a.data, a.env_column, a.env_file)
     model = LatentCausalModel(n_latents=a.latents, edge_prior=a.prior, noise=a.noise, mechanism=a.mechanism,
                               num_steps=a.steps, n_restarts=a.restarts, num_posterior_samples=a.posterior_samples,
                               progress=a.progress, random_state=a.seed)
@@ -508,7 +526,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Fit bayes_crl.LatentCausalModel to a .npz (keys x and the environment key) "
                                    "or .csv file (an environment column, every other column numeric) and write "
                                    "summary, model, posterior DataTree and figures into --out.")
-    f.add_argument("data", help="a .npz file (from 'bayes-crl simulate', or with arrays x and env) or a .csv file")
+    f.add_argument("data", help="a .npz file (from 'bayes-crl simulate', or with arrays x and env), a .csv file, or "
+                                "a .npy array of observations (memory-mapped: read on demand, for data larger than "
+                                "memory) with --env-file")
+    f.add_argument("--env-file", default=None, help="with a .npy data file: a .npy array of environment labels, one "
+                                                    "per row")
     f.add_argument("--env-column", default="env", help="environment column (csv) or key (npz) (default env)")
     f.add_argument("--latents", type=_positive_int, default=3, help="number of latents (default 3)")
     f.add_argument("--prior", choices=sorted(PRIORS), default="horseshoe", help="edge prior (default horseshoe)")

@@ -176,3 +176,22 @@ def test_module_entry_point_no_traceback(tmp_path):
                            str(tmp_path / "r")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: data file '{tmp_path / 'missing.csv'}' does not exist."]
+
+
+def test_fit_a_memory_mapped_npy_with_an_env_file(sim_path, tmp_path, capsys):
+    from bayes_crl.simulate import LatentANMData
+
+    data = LatentANMData.load(str(sim_path))
+    np.save(tmp_path / "x.npy", data.x.astype(np.float32))
+    np.save(tmp_path / "env.npy", data.env)
+    run = tmp_path / "npy_run"
+    assert main(["fit", str(tmp_path / "x.npy"), "--env-file", str(tmp_path / "env.npy"), *TINY_FIT, "--seed", "0",
+                 "--out", str(run)]) == 0
+    s = json.loads((run / "summary.json").read_text())
+    assert s["data"]["kind"] == "npy (memory-mapped)" and s["data"]["n_rows"] == len(data.x)
+    assert np.asarray(s["edge_inclusion"]).shape == (3, 3)
+    # without the labels: a one-line error that says what to pass
+    assert main(["fit", str(tmp_path / "x.npy"), *TINY_FIT, "--out", str(tmp_path / "r2")]) != 0
+    err = capsys.readouterr().err
+    _assert_one_line_error(err)
+    assert "--env-file labels.npy" in err
