@@ -1,6 +1,7 @@
 """``LatentCausalModel``: the scikit-learn-style surface over the Pyro model and the SVI loop."""
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from numbers import Integral
@@ -25,6 +26,23 @@ _NAME = "LatentCausalModel"
 MIN_ROWS_PER_ENV = 20
 AUTO_ORDER_DRAWS = 100
 AUTO_ORDER_DRAWS_MAX_LATENTS = 7
+
+
+@contextlib.contextmanager
+def _threads(n: int | None):
+    """torch's and the BLAS libraries' thread counts set to ``n`` inside the block (nothing changed for None)."""
+    if n is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        with threadpool_limits(limits=n):
+            yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class LatentCausalModel(BaseEstimator):
@@ -105,6 +123,13 @@ class LatentCausalModel(BaseEstimator):
         conditional probabilities 0.818 and 0.096 (BENCHMARKS.md).
     progress : bool, default False
         Show a progress bar during ``fit``.
+    n_threads : int or None, default 1
+        Threads of torch and of the BLAS libraries during ``fit`` (restored afterwards). With a fixed count the
+        result of a fit does not depend on the thread setting of the session: the order of floating-point
+        additions in a matrix product changes with the thread count, and a fit can then settle in another basin
+        (2 against 1 thread moved the MPC of outside data by up to 0.08, BENCHMARKS.md). One thread costs little:
+        the SVI steps are dominated by many small operations that threads do not share (a step is at most 10 %
+        faster with 2; BENCHMARKS.md, "Fit time and where it goes"). ``None``: the session's settings.
     strict : bool, default False
         Raise instead of warning when the data cannot meet the identifiability conditions.
     random_state : int, numpy Generator or None, default None
@@ -132,7 +157,7 @@ class LatentCausalModel(BaseEstimator):
                  learning_rate: float = 5e-3, hidden: int = 64, order_search: bool = True, warmup_frac: float = 0.3,
                  n_restarts: int = 4, unmix: bool = True, min_obs_scale: float = 0.1,
                  standardize: bool = True, num_posterior_samples: int = 1000, n_order_draws: int | None = None,
-                 progress: bool = False,
+                 progress: bool = False, n_threads: int | None = 1,
                  strict: bool = False, random_state=None):
         self.n_latents = n_latents
         self.edge_prior = edge_prior
@@ -151,6 +176,7 @@ class LatentCausalModel(BaseEstimator):
         self.num_posterior_samples = num_posterior_samples
         self.n_order_draws = n_order_draws
         self.progress = progress
+        self.n_threads = n_threads
         self.strict = strict
         self.random_state = random_state
 
@@ -171,6 +197,8 @@ class LatentCausalModel(BaseEstimator):
         check_scalar(self.num_posterior_samples, "num_posterior_samples", Integral, _NAME, min_val=1)
         if self.n_order_draws is not None:
             check_scalar(self.n_order_draws, "n_order_draws", Integral, _NAME, min_val=0)
+        if self.n_threads is not None:
+            check_scalar(self.n_threads, "n_threads", Integral, _NAME, min_val=1)
         for b in ("order_search", "unmix", "standardize", "progress", "strict"):
             check_bool(getattr(self, b), b, _NAME)
         from bayes_crl.parent_sets import MAX_CANDIDATES
@@ -280,15 +308,17 @@ class LatentCausalModel(BaseEstimator):
         xt, et = self._scale(x), torch.as_tensor(codes)
         prior, noise = get_prior(self.edge_prior), get_noise_family(self.noise)
         t0 = time.perf_counter()
-        self.result_: FitResult = fit_svi(
-            xt, et, n_latents=l, n_envs=e, prior=prior, noise=noise, num_steps=self.num_steps,
-            batch_size=min(self.batch_size, n), lr=self.learning_rate, warmup_frac=self.warmup_frac,
-            order_search=self.order_search, n_restarts=self.n_restarts, unmix=self.unmix, min_obs_scale=self.min_obs_scale, nonlinear=self.mechanism == "nonlinear", hidden=self.hidden,
-            seed=seed, progress=self.progress, checkpoint_dir=checkpoint_dir, resume=resume)
-        self.fit_seconds_ = time.perf_counter() - t0
-        self.loss_ = self.result_.losses
-        self.latent_names_ = tuple(f"z{i}" for i in range(l))
-        self._summarise(xt, et, seed)
+        with _threads(self.n_threads):
+            self.result_: FitResult = fit_svi(
+                xt, et, n_latents=l, n_envs=e, prior=prior, noise=noise, num_steps=self.num_steps,
+                batch_size=min(self.batch_size, n), lr=self.learning_rate, warmup_frac=self.warmup_frac,
+                order_search=self.order_search, n_restarts=self.n_restarts, unmix=self.unmix,
+                min_obs_scale=self.min_obs_scale, nonlinear=self.mechanism == "nonlinear", hidden=self.hidden,
+                seed=seed, progress=self.progress, checkpoint_dir=checkpoint_dir, resume=resume)
+            self.fit_seconds_ = time.perf_counter() - t0
+            self.loss_ = self.result_.losses
+            self.latent_names_ = tuple(f"z{i}" for i in range(l))
+            self._summarise(xt, et, seed)
         return self
 
     def _summarise(self, xt: torch.Tensor, et: torch.Tensor, seed: int) -> None:

@@ -217,3 +217,36 @@ def test_sklearn_estimator_checks_that_apply():
     check_get_params_invariance(name, est)
     check_set_params(name, est)
     check_parameters_default_constructible(name, LatentCausalModel())
+
+
+def test_fit_runs_on_the_threads_asked_for_and_restores_the_sessions():
+    """``n_threads`` fixes torch's (and BLAS's) thread count during the fit, so the session's setting cannot send a
+    fit elsewhere; the session's setting is back afterwards."""
+    import torch
+
+    import bayes_crl.estimator as est
+
+    d = simulate_latent_anm(n_latents=2, n_envs=6, n_per_env=40, n_obs_dims=4, random_state=0)
+    seen = []
+    real = est.fit_svi
+
+    def spy(*a, **k):
+        seen.append(torch.get_num_threads())
+        return real(*a, **k)
+
+    before = torch.get_num_threads()
+    try:
+        est.fit_svi = spy
+        torch.set_num_threads(2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            LatentCausalModel(n_latents=2, num_steps=3, random_state=0, num_posterior_samples=10).fit(d.x, d.env)
+            assert torch.get_num_threads() == 2
+            LatentCausalModel(n_latents=2, num_steps=3, n_threads=None, random_state=0,
+                              num_posterior_samples=10).fit(d.x, d.env)
+    finally:
+        est.fit_svi = real
+        torch.set_num_threads(before)
+    assert seen == [1, 2]
+    with pytest.raises(ValueError, match="n_threads"):
+        LatentCausalModel(n_threads=0).fit(d.x, d.env)
