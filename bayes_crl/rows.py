@@ -1,8 +1,8 @@
 """Observations larger than memory: rows of an array-like read on demand, standardised, as float32 tensors.
 
 ``LatentCausalModel.fit`` accepts, besides in-memory arrays, any 2-D array-like with ``shape`` and row slicing
-(a memory-mapped ``.npy`` from ``numpy.load(path, mmap_mode="r")``, a zarr array, an h5py dataset). Such data are
-never copied whole into memory: the column means and scales are computed in chunks, every SVI minibatch reads its
+(a memory-mapped ``.npy`` from ``numpy.load(path, mmap_mode="r")``, an h5py dataset, any array-like whose rows can be
+read by a slice and by a sorted integer array). Such data are never copied whole into memory: the column means and scales are computed in chunks, every SVI minibatch reads its
 rows, the searches read a bounded random subset (:data:`bayes_crl.stages.MAX_SEARCH_ROWS`) and the posterior
 summaries read chunks of :data:`CHUNK_ROWS` rows. Memory then stays flat in the number of rows (BENCHMARKS.md,
 "Memory").
@@ -12,7 +12,7 @@ with ``os.pread`` from its file rather than through the mapping: reading scatter
 the kernel's readahead window of each row into the process (measured: about 600 KiB a row, so 512 rows mapped
 300 MB), and the resident memory of the process would grow to the file's size. The file's reads are coherent with
 a shared mapping, so rows changed through the memmap are read as changed. Other array-likes (a copy-on-write
-memmap, a view, zarr, h5py) are read by indexing them.
+memmap, a view, h5py) are read by indexing them.
 """
 from __future__ import annotations
 

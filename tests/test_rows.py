@@ -126,3 +126,20 @@ def test_a_memory_mapped_file_is_read_from_the_file_not_through_the_map(tmp_path
     assert float(r[torch.tensor([5])][0, 1]) == 42.0
     assert _Reader(mm[10:]).fd is None and _Reader(np.load(tmp_path / "x.npy", mmap_mode="c")).fd is None
     np.testing.assert_allclose(column_moments(mm)[0], np.asarray(mm, dtype=np.float64).mean(0), rtol=1e-12)
+
+
+def test_fit_reads_an_h5py_dataset(tmp_path, data):
+    """h5py reads a list of rows only in increasing order: the rows are read sorted and put back in order."""
+    import h5py
+
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.create_dataset("x", data=data.x)
+    with h5py.File(tmp_path / "x.h5", "r") as f:
+        ds = f["x"]
+        assert is_out_of_core(ds)
+        r = ArrayRows(ds, np.zeros(4), np.ones(4))
+        torch.testing.assert_close(r[torch.tensor([9, 2, 2, 5])], torch.as_tensor(data.x[[9, 2, 2, 5]], dtype=torch.float32))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m = LatentCausalModel(n_latents=2, num_steps=5, random_state=0, num_posterior_samples=20).fit(ds, env=data.env)
+        assert m.transform(ds, data.env).shape == (len(data.x), 2)
