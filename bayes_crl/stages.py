@@ -329,8 +329,8 @@ def run_steps_batched(ctx: FitContext, runs: list[Run], steps: range, stores: li
     normal draw per step. Adam is elementwise, so one Adam over the stacked tensors is one Adam per run. Each
     run's gradient is clipped to norm 100 on its own, and a run whose loss or gradient is not finite skips the
     step (its parameters and Adam moments are restored) exactly as in :func:`run_steps`. Every 100 steps and at
-    the end the stacked values are copied back into the runs' modules. About 2x faster than the runs one
-    after another (BENCHMARKS.md, "Fit time and where it goes").
+    the end the stacked values are copied back into the runs' modules. 1.5-1.9x faster than the runs
+    one after another (BENCHMARKS.md, "Fit time and where it goes").
     """
     from torch.func import functional_call, stack_module_state, vmap
 
