@@ -5,7 +5,7 @@ Examples
 ::
 
     bayes-crl simulate --latents 3 --envs 30 --rows-per-env 1000 --graph chain --seed 0 --out data.npz
-    bayes-crl fit data.npz --latents 3 --prior horseshoe --steps 6000 --seed 0 --out runs/chain
+    bayes-crl fit data.npz --latents 3 --prior horseshoe --steps 4500 --seed 0 --out runs/chain
     bayes-crl fit my_data.csv --env-column day --latents 4 --out runs/mine
     bayes-crl report runs/chain
 
@@ -538,7 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="latent noise family (default gaussian)")
     f.add_argument("--mechanism", choices=["nonlinear", "linear"], default="nonlinear",
                    help="learned mechanisms (default nonlinear)")
-    f.add_argument("--steps", type=_positive_int, default=6000, help="SVI steps (default 6000)")
+    f.add_argument("--steps", type=_positive_int, default=4500, help="SVI steps (default 4500)")
     f.add_argument("--restarts", type=_positive_int, default=4, help="independent warm-ups (default 4)")
     f.add_argument("--posterior-samples", type=_positive_int, default=1000,
                    help="posterior draws for the summaries and the DataTree (default 1000)")
