@@ -127,11 +127,11 @@ class LatentCausalModel(BaseEstimator):
         Show a progress bar during ``fit``.
     n_threads : int or None, default 1
         Threads of torch and of the BLAS libraries during ``fit`` (restored afterwards). With a fixed count the
-        result of a fit does not depend on the thread setting of the session: the order of floating-point
+        result of a fit does not depend on the process's thread setting: the order of floating-point
         additions in a matrix product changes with the thread count, and a fit can then settle in another basin
         (2 against 1 thread moved the MPC of outside data by up to 0.08, BENCHMARKS.md). One thread costs little:
         the SVI steps are dominated by many small operations that threads do not share (a step is at most 10 %
-        faster with 2; BENCHMARKS.md, "Fit time and where it goes"). ``None``: the session's settings.
+        faster with 2; BENCHMARKS.md, "Fit time and where it goes"). ``None``: the process's settings.
     strict : bool, default False
         Raise instead of warning when the data cannot meet the identifiability conditions.
     random_state : int, numpy Generator or None, default None

@@ -87,6 +87,23 @@ def _row_order(n: int, gen: torch.Generator) -> torch.Tensor:
     return torch.randperm(n, generator=gen, dtype=torch.int32 if n < 2**31 else torch.int64)
 
 
+def _next_minibatch(run: "Run", n: int, batch_size: int) -> torch.Tensor:
+    """The next ``batch_size`` row indices (int64) of ``run``'s row order, drawing a new order after each pass."""
+    if run.pos + batch_size > n:
+        run.perm_rows, run.pos = _row_order(n, run.gen), 0
+    idx = run.perm_rows[run.pos:run.pos + batch_size].long()
+    run.pos += batch_size
+    return idx
+
+
+def _non_finite_error(where: str, bad: int, why: str | None) -> NonFiniteLossError:
+    """The error raised after ``bad`` consecutive rejected steps (``where``: the step, and which warm-up)."""
+    return NonFiniteLossError(
+        f"SVI stopped at {where}: {bad} consecutive steps gave a non-finite loss or gradient (likely causes: a "
+        "learning rate too high, unscaled inputs with extreme values, or a noise family whose support does not fit "
+        "the data). Parameters are at the last good step." + (f" Last error: {why}" if why else ""))
+
+
 def _fingerprint(x, env: torch.Tensor) -> str:
     """SHA-256 of the data, so a checkpoint is resumed only on the data it was written for (rows read in chunks
     when ``x`` is read on demand, :class:`bayes_crl.rows.ArrayRows`)."""
@@ -230,10 +247,7 @@ def run_steps(ctx: FitContext, run: Run, steps: range, loss_store: np.ndarray, *
     for step in steps:
         if checkpoints and step > steps.start and step % ctx.checkpoint_every == 0:
             _save_checkpoint(ctx, run, step)
-        if run.pos + cfg.batch_size > n:
-            run.perm_rows, run.pos = _row_order(n, run.gen), 0
-        idx = run.perm_rows[run.pos:run.pos + cfg.batch_size].long()
-        run.pos += cfg.batch_size
+        idx = _next_minibatch(run, n, cfg.batch_size)
         if main:
             frac = (step / max(1, len(steps)) if latent_only
                     else (step - ctx.warm) / max(1, cfg.num_steps - ctx.warm))
@@ -265,11 +279,7 @@ def run_steps(ctx: FitContext, run: Run, steps: range, loss_store: np.ndarray, *
             run.bad += 1
             run.n_rej += 1
             if run.bad >= cfg.max_bad_steps:
-                raise NonFiniteLossError(
-                    f"SVI stopped at step {step}: {run.bad} consecutive steps gave a non-finite loss or "
-                    "gradient (likely causes: a learning rate too high, unscaled inputs with extreme values, or "
-                    "a noise family whose support does not fit the data). Parameters are at the last good step."
-                    + (f" Last error: {why}" if why else ""))
+                raise _non_finite_error(f"step {step}", run.bad, why)
             continue
         run.bad = 0
         run.opt.step()
@@ -328,8 +338,8 @@ def run_steps_batched(ctx: FitContext, runs: list[Run], steps: range, stores: li
     own minibatch from its own row order, as in :func:`run_steps`, and the latent draws share one standard
     normal draw per step. Adam is elementwise, so one Adam over the stacked tensors is one Adam per run. Each
     run's gradient is clipped to norm 100 on its own, and a run whose loss or gradient is not finite skips the
-    step (its parameters and Adam moments are restored) exactly as in :func:`run_steps`. Every 100 steps and at
-    the end the stacked values are copied back into the runs' modules. 1.5-1.9x faster than the runs
+    step (its parameters and Adam moments are restored) exactly as in :func:`run_steps`. The stacked values are
+    copied back into the runs' modules for the argument checks, for the callback and at the end. 1.5-1.9x faster than the runs
     one after another (BENCHMARKS.md, "Fit time and where it goes").
     """
     from torch.func import functional_call, stack_module_state, vmap
@@ -353,13 +363,7 @@ def run_steps_batched(ctx: FitContext, runs: list[Run], steps: range, stores: li
                     p.copy_(params[name][r])
 
     for step in steps:
-        rows = []
-        for run in runs:
-            if run.pos + cfg.batch_size > n:
-                run.perm_rows, run.pos = _row_order(n, run.gen), 0
-            rows.append(run.perm_rows[run.pos:run.pos + cfg.batch_size].long())
-            run.pos += cfg.batch_size
-        idx = torch.stack(rows)
+        idx = torch.stack([_next_minibatch(run, n, cfg.batch_size) for run in runs])
         why = [None] * r_count
         if step == steps.start or any(run.bad for run in runs):
             # the argument and support checks of run_steps, run on each run's own model outside vmap
@@ -403,11 +407,7 @@ def run_steps_batched(ctx: FitContext, runs: list[Run], steps: range, stores: li
                 run.n_rej += 1
                 if run.bad >= cfg.max_bad_steps:
                     sync()
-                    raise NonFiniteLossError(
-                        f"SVI stopped at step {step} of warm-up {r}: {run.bad} consecutive steps gave a non-finite "
-                        "loss or gradient (likely causes: a learning rate too high, unscaled inputs with extreme "
-                        "values, or a noise family whose support does not fit the data). Parameters are at the "
-                        "last good step." + (f" Last error: {why[r]}" if why[r] else ""))
+                    raise _non_finite_error(f"step {step} of warm-up {r}", run.bad, why[r])
             else:
                 run.bad = 0
                 stores[r][step] = loss[r].item() / n

@@ -219,9 +219,9 @@ def test_sklearn_estimator_checks_that_apply():
     check_parameters_default_constructible(name, LatentCausalModel())
 
 
-def test_fit_runs_on_the_threads_asked_for_and_restores_the_sessions():
-    """``n_threads`` fixes torch's (and BLAS's) thread count during the fit, so the session's setting cannot send a
-    fit elsewhere; the session's setting is back afterwards."""
+def test_fit_runs_on_the_threads_asked_for_and_restores_the_callers():
+    """``n_threads`` fixes torch's (and BLAS's) thread count during the fit, so the caller's setting cannot send a
+    fit elsewhere; the caller's setting is back afterwards."""
     import torch
 
     import bayes_crl.estimator as est
