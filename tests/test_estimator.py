@@ -33,8 +33,6 @@ def test_init_stores_params_unchanged():
     ({"num_steps": 2.5}, "'num_steps' parameter of LatentCausalModel"),
     ({"learning_rate": -1.0}, "'learning_rate' parameter of LatentCausalModel"),
     ({"n_restarts": 0}, "'n_restarts' parameter of LatentCausalModel"),
-    ({"n_latents": 14, "edge_prior": "spike_slab"}, "'spike_slab' enumerates every parent set exactly, which is "
-                                                    "limited to 13 latents"),
 ])
 def test_bad_hyper_parameters(data, kw, match):
     with pytest.raises(BayesCRLValueError, match=re.escape(match)):

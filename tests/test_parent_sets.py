@@ -5,7 +5,7 @@ from scipy import integrate, stats
 
 from bayes_crl._validation import BayesCRLValueError
 from bayes_crl.parent_sets import (MAX_CANDIDATES, child_statistics, edge_marginals, parent_set_log_posterior,
-                                   sample_parent_sets, subset_masks)
+                                   sample_parent_sets, subset_masks, variational_inclusion)
 from bayes_crl.simulate.spike_slab import simulate_spike_slab_latents
 
 
@@ -141,3 +141,51 @@ def test_bad_arguments_are_named():
     big = np.zeros((1, MAX_CANDIDATES + 2, MAX_CANDIDATES + 3, MAX_CANDIDATES + 3))
     with pytest.raises(BayesCRLValueError, match=f"limited to {MAX_CANDIDATES} candidate parents.*Got 13"):
         parent_set_log_posterior(big, np.ones(1) * 5, MAX_CANDIDATES + 1, range(MAX_CANDIDATES + 1))
+    with pytest.raises(BayesCRLValueError, match="'method' argument must be one of.*Got 'mcmc'"):
+        edge_marginals(st, c, [0, 1, 2], method="mcmc")
+
+
+@pytest.mark.parametrize("spike", [0.0, 0.1])
+def test_variational_posterior_of_one_candidate_is_exact(spike):
+    """With one candidate the indicator's update is the exact log Bayes factor (noise scale integrated out)."""
+    d = simulate_spike_slab_latents(2, 5, 15, slab_scale=0.5, prior_inclusion=0.9, random_state=4)
+    st, c = _linear_stats(d.z, d.env)
+    masks, lp = parent_set_log_posterior(st, c, 1, [0], slab_scale=0.5, spike_scale=spike)
+    exact = float(np.exp(lp) @ masks[:, 0])
+    assert 0.1 < exact < 0.9  # an uncertain edge, where an approximation would show
+    np.testing.assert_allclose(variational_inclusion(st, c, 1, [0], slab_scale=0.5, spike_scale=spike), [exact],
+                               atol=1e-9)
+
+
+@pytest.mark.parametrize("n_envs, rows", [(10, 100), (30, 1000)])
+def test_variational_matches_exact_at_fit_sized_samples(n_envs, rows):
+    """l = 4 from the prior, every edge's variational and exact marginals: the benchmark's largest difference
+    over 20 graphs per setting was 0.009 (BENCHMARKS.md, "Spike-and-slab beyond 12 candidate parents")."""
+    for g in range(8):
+        d = simulate_spike_slab_latents(4, n_envs, rows, random_state=100 + g)
+        st, c = _linear_stats(d.z, d.env)
+        np.testing.assert_allclose(edge_marginals(st, c, np.arange(4), method="variational"),
+                                   edge_marginals(st, c, np.arange(4), method="exact"), atol=0.05)
+
+
+def test_more_candidates_than_enumeration_allows_get_the_variational_posterior():
+    l = MAX_CANDIDATES + 3
+    d = simulate_spike_slab_latents(l, 10, 200, random_state=7)
+    st, c = _linear_stats(d.z, d.env)
+    with pytest.raises(BayesCRLValueError, match=f"limited to {MAX_CANDIDATES} candidate parents"):
+        edge_marginals(st, c, np.arange(l), method="exact")
+    p = edge_marginals(st, c, np.arange(l))
+    iu = np.triu_indices(l, 1)
+    truth = d.adjacency[iu].astype(bool)
+    assert truth.sum() >= 10
+    # slab 1 with 200 rows in each of 10 environments: clear edges (Brier 0.000 in the benchmark at l = 20)
+    assert np.mean((p[iu] - truth) ** 2) < 0.02
+    np.testing.assert_array_equal(np.tril(p), 0)
+    # the children with at most 12 candidates keep their exact posterior: the first 13 latents alone
+    keep = list(range(MAX_CANDIDATES + 1)) + [-1]
+    sub = st[:, :MAX_CANDIDATES + 1][:, :, keep][:, :, :, keep]
+    np.testing.assert_allclose(p[:MAX_CANDIDATES + 1, :MAX_CANDIDATES + 1],
+                               edge_marginals(sub, c, np.arange(MAX_CANDIDATES + 1), method="exact"), atol=1e-12)
+    draws = sample_parent_sets(st, c, np.arange(l), 2000, rng=np.random.default_rng(1))
+    # 2000 draws of independent edges: Monte Carlo sd at most 0.011
+    np.testing.assert_allclose(draws.mean(0), p, atol=0.05)
