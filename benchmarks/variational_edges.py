@@ -105,9 +105,9 @@ def main(argv=None) -> int:
                 + f" | {100 * r['frac_above_0_1']:.0f} %") if ex else "- | - | - | -"
         lines.append(f"| {r['latents']} | {r['envs']} x {r['rows_per_env']} | {r['slab']} | {r['graphs']} | {errs} | "
                      f"{pair('ece')} | {pair('brier')} | {pair('seconds_per_graph')} |")
-    import platform
-
-    lines += ["", f"wall {wall:.0f} s; {platform.processor() or platform.machine()}; python {sys.version.split()[0]}"]
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?") \
+        if os.path.exists("/proc/cpuinfo") else "?"
+    lines += ["", f"wall {wall:.0f} s; {cpu}; python {sys.version.split()[0]}"]
     text = "\n".join(lines)
     print(text)
     if a.out:
