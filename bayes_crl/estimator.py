@@ -241,7 +241,8 @@ class LatentCausalModel(BaseEstimator):
         return torch.as_tensor((x - self.x_mean_) / self.x_scale_, dtype=torch.float32)
 
     # ------------------------------------------------------------------ fit
-    def fit(self, x, env, y=None, *, checkpoint_dir: str | None = None, resume: bool = False) -> "LatentCausalModel":
+    def fit(self, x, env, y=None, *, checkpoint_dir: str | None = None, resume: bool = False,
+            main_phase=None) -> "LatentCausalModel":
         """Fit the model.
 
         Parameters
@@ -258,6 +259,9 @@ class LatentCausalModel(BaseEstimator):
         resume : bool, default False
             Continue an interrupted fit from ``checkpoint_dir`` (same data and settings); the result equals
             that of an uninterrupted fit.
+        main_phase : callable, optional
+            Runs the main SVI phase instead of the built-in loop: :class:`bayes_crl.distributed.LightningSteps`
+            runs it on PyTorch Lightning over several processes, GPUs or nodes (``fit_svi``'s ``main_phase``).
 
         Returns
         -------
@@ -310,7 +314,8 @@ class LatentCausalModel(BaseEstimator):
                 batch_size=min(self.batch_size, n), lr=self.learning_rate, warmup_frac=self.warmup_frac,
                 order_search=self.order_search, n_restarts=self.n_restarts, unmix=self.unmix,
                 min_obs_scale=self.min_obs_scale, nonlinear=self.mechanism == "nonlinear", hidden=self.hidden,
-                seed=seed, progress=self.progress, checkpoint_dir=checkpoint_dir, resume=resume)
+                seed=seed, progress=self.progress, checkpoint_dir=checkpoint_dir, resume=resume,
+                main_phase=main_phase)
             self.fit_seconds_ = time.perf_counter() - t0
             self.loss_ = self.result_.losses
             self.latent_names_ = tuple(f"z{i}" for i in range(l))

@@ -54,7 +54,8 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
             hidden: int = 64, n_restarts: int = 1, min_obs_scale: float = 0.0, unmix: bool = True,
             final_order_check: bool = True, refit_frac: float = 0.15, seed: int = 0, max_bad_steps: int = 50,
             config: FitConfig | None = None, progress: bool = False, callback=None,
-            checkpoint_dir: str | None = None, checkpoint_every: int = 500, resume: bool = False) -> FitResult:
+            checkpoint_dir: str | None = None, checkpoint_every: int = 500, resume: bool = False,
+            main_phase=None) -> FitResult:
     """Fit the model by minibatch SVI.
 
     Parameters
@@ -81,6 +82,11 @@ min_obs_scale, unmix, final_order_check, refit_frac, seed, max_bad_steps
     resume : bool
         Continue from the checkpoint in ``checkpoint_dir``; on CPU the result is bitwise identical to an
         uninterrupted fit. The checkpoint must have been written for the same data and settings.
+    main_phase : callable, optional
+        ``main_phase(ctx, run, steps, losses)`` runs the main phase's SVI steps ``steps`` (a ``range``) of ``run``
+        in place and writes each step's loss per row to ``losses[step]``; default
+        :func:`bayes_crl.stages.run_steps`. :class:`bayes_crl.distributed.LightningSteps` runs them on PyTorch
+        Lightning (several processes, GPUs or nodes).
 
     Returns
     -------
@@ -94,6 +100,8 @@ min_obs_scale, unmix, final_order_check, refit_frac, seed, max_bad_steps
     cfg = given if config is None else _only_config(config, given)
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir")
+    if main_phase is not None and checkpoint_dir is not None:
+        raise ValueError("checkpoint_dir is written by the default main phase only; pass one or the other")
     with _RNGGuard(cfg.seed):
         ctx = FitContext(x, env, n_latents=n_latents, n_envs=n_envs, prior=prior, noise=noise, cfg=cfg,
                          progress=progress, callback=callback, checkpoint_dir=checkpoint_dir,
@@ -111,11 +119,12 @@ min_obs_scale, unmix, final_order_check, refit_frac, seed, max_bad_steps
             if ctx.warm:  # switch to the requested prior, from least squares in the (new) slot order
                 restart_edge_posterior(ctx, run)
         second = int(cfg.recheck_frac * cfg.num_steps) if ctx.searches_order else cfg.num_steps
+        steps = run_steps if main_phase is None else main_phase
         if start < second < cfg.num_steps:
-            run_steps(ctx, run, range(start, second), ctx.losses)
+            steps(ctx, run, range(start, second), ctx.losses)
             recheck(ctx, run, second)
             start = second
-        run_steps(ctx, run, range(start, cfg.num_steps), ctx.losses)
+        steps(ctx, run, range(start, cfg.num_steps), ctx.losses)
         if cfg.final_order_check and ctx.searches_order and final_identification(ctx, run):
             refit_latent_model(ctx, run)
         ctx.close()

@@ -1,0 +1,167 @@
+"""The fit's main SVI phase on PyTorch Lightning: several processes, GPUs or nodes (``strategy="ddp"``).
+
+Pyro's own Lightning pattern: the ELBO of the same model and guide (:func:`bayes_crl.models.latent_causal_model`,
+:func:`bayes_crl.guides.latent_causal_guide`) is the ``training_step`` of a ``LightningModule`` that holds the
+network and the edge posterior; every parameter is a torch parameter (no Pyro parameter store), so
+DistributedDataParallel sees them all.
+
+How the work is split (``world`` processes):
+
+- **Main phase** (the SVI steps after the warm-ups, most of a fit): each process draws ``batch_size / world``
+  rows per step from its own shard of the rows (Lightning's distributed sampler), so one step sees
+  ``batch_size`` rows in all, as in a single-process fit. The observation plate keeps the full data size
+  ``N``, so each process's loss is an unbiased estimate of the full negative ELBO; DDP averages the gradients,
+  which is again unbiased. The replicas start from process 0's parameters (DDP broadcasts them) and stay equal.
+- **Stages that need all the data** (warm-ups, sparse unmixing, order searches, the children map, the refit
+  of the latent model) run in every process on the same bounded rows (``MAX_SEARCH_ROWS``) with the same seed,
+  so every process holds the same result; the order chosen by process 0 is broadcast after each main-phase
+  segment, so a process whose floating point differed cannot disagree about it.
+
+Lightning is an optional dependency (``pip install 'bayes-crl[distributed]'``); install it after torch so that
+pip keeps the torch already present.
+
+Example (a script; Lightning starts the other processes by running it again)::
+
+    from bayes_crl import LatentCausalModel
+    from bayes_crl.distributed import LightningSteps
+    m = LatentCausalModel(n_latents=5).fit(x, env, main_phase=LightningSteps(devices=4, strategy="ddp"))
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+try:
+    import lightning as L
+except ImportError as err:  # pragma: no cover - depends on the environment
+    raise ImportError("bayes_crl.distributed needs PyTorch Lightning: pip install 'bayes-crl[distributed]' "
+                      "(or pip install lightning, after torch)") from err
+from pyro.infer import Trace_ELBO
+
+from bayes_crl.guides import latent_causal_guide
+from bayes_crl.models import latent_causal_model
+from bayes_crl.stages import NonFiniteLossError
+
+__all__ = ["LightningSteps", "SVIModule"]
+
+
+class _Rows(torch.utils.data.Dataset):
+    """Rows ``(x[i], env[i], i)``; ``x`` a tensor or any row-indexable array (read row by row)."""
+
+    def __init__(self, x, env: torch.Tensor):
+        self.x, self.env = x, env
+
+    def __len__(self) -> int:
+        return int(self.env.shape[0])
+
+    def __getitem__(self, i: int):
+        row = self.x[i]
+        return torch.as_tensor(np.asarray(row), dtype=torch.get_default_dtype()), self.env[i], i
+
+
+class SVIModule(L.LightningModule):
+    """The main phase's negative ELBO as a ``LightningModule``.
+
+    Parameters
+    ----------
+    net : LatentCausalNet
+    global_guide : GlobalGuide
+    prior : EdgePrior
+    noise : NoiseFamily
+    n_total : int
+        Rows in the full data set (the observation plate's size).
+    lr : float
+        Peak learning rate; cosine decay to 10 % over ``schedule`` (first step, total steps of the main phase).
+    schedule : tuple of int
+        ``(offset, length)``: this segment's first step counted from the start of the main phase, and the main
+        phase's length, so a segment continues the single-process schedule.
+    """
+
+    def __init__(self, net, global_guide, prior, noise, n_total: int, lr: float, schedule: tuple[int, int]):
+        super().__init__()
+        self.net, self.global_guide = net, global_guide
+        self.prior, self.noise, self.n_total, self.lr = prior, noise, int(n_total), float(lr)
+        self.offset, self.length = schedule
+        self.elbo = Trace_ELBO()
+        self.step_losses: list[float] = []
+
+    def training_step(self, batch, batch_idx):
+        x, env, idx = batch
+        loss = self.elbo.differentiable_loss(latent_causal_model, latent_causal_guide, x, env, net=self.net,
+                                             prior=self.prior, noise=self.noise, n_total=self.n_total,
+                                             subsample=idx, global_guide=self.global_guide) / self.n_total
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(f"The negative ELBO of main-phase step {self.offset + batch_idx} on process "
+                                     f"{self.global_rank} is not finite ({loss.item()}); lower the learning rate "
+                                     "or set min_obs_scale > 0.")
+        self.step_losses.append(float(loss.detach()))
+        return loss
+
+    def configure_optimizers(self):
+        opt = torch.optim.Adam(self.parameters(), lr=self.lr, betas=(0.9, 0.999))
+
+        def factor(k: int) -> float:
+            frac = (self.offset + k) / max(1, self.length)
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
+
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, factor),
+                                                   "interval": "step"}}
+
+
+class LightningSteps:
+    """A main phase for :func:`bayes_crl.infer.fit_svi` (``main_phase=``) that runs on PyTorch Lightning.
+
+    Parameters
+    ----------
+    devices : int, default 1
+        Processes (or GPUs) per node.
+    num_nodes : int, default 1
+    strategy : str, default "ddp"
+        Lightning's strategy (``"ddp"``: one process per device, started by re-running the script).
+    accelerator : str, default "cpu"
+        ``"cpu"``, ``"gpu"`` or ``"auto"``.
+    num_workers : int, default 0
+        DataLoader worker processes per process.
+    **trainer_kwargs
+        Passed to ``lightning.Trainer`` (for example ``precision``, ``logger``).
+    """
+
+    def __init__(self, devices: int = 1, num_nodes: int = 1, strategy: str = "ddp", accelerator: str = "cpu",
+                 num_workers: int = 0, **trainer_kwargs):
+        for name, v in (("devices", devices), ("num_nodes", num_nodes)):
+            if not (isinstance(v, int) and v >= 1):
+                raise ValueError(f"The '{name}' argument of LightningSteps must be an int >= 1. Got {v!r} instead.")
+        self.devices, self.num_nodes, self.strategy, self.accelerator = devices, num_nodes, strategy, accelerator
+        self.num_workers, self.trainer_kwargs = num_workers, trainer_kwargs
+        self.world_size = devices * num_nodes
+
+    def __call__(self, ctx, run, steps: range, losses: np.ndarray) -> None:
+        cfg = ctx.cfg
+        if cfg.batch_size % self.world_size:
+            raise ValueError(f"The 'batch_size' ({cfg.batch_size}) must be a multiple of the number of processes "
+                             f"({self.world_size}): each process draws batch_size / processes rows per step.")
+        module = SVIModule(run.net, run.gg, ctx.prior, ctx.noise, ctx.n, cfg.lr,
+                           (steps.start - ctx.warm, cfg.num_steps - ctx.warm))
+        gen = torch.Generator().manual_seed(cfg.seed + steps.start)
+        loader = torch.utils.data.DataLoader(_Rows(ctx.x, ctx.env), batch_size=cfg.batch_size // self.world_size,
+                                             shuffle=True, generator=gen, drop_last=True,
+                                             num_workers=self.num_workers)
+        kw = dict(max_steps=len(steps), gradient_clip_val=100.0, enable_checkpointing=False, logger=False,
+                  enable_progress_bar=bool(ctx.bar is not None), enable_model_summary=False)
+        kw.update(self.trainer_kwargs)
+        strategy = self.strategy
+        if strategy == "ddp" and self.world_size > 1:
+            from lightning.pytorch.strategies import DDPStrategy
+
+            strategy = DDPStrategy(find_unused_parameters=True)
+        trainer = L.Trainer(devices=self.devices, num_nodes=self.num_nodes, strategy=strategy,
+                            accelerator=self.accelerator, **kw)
+        trainer.fit(module, loader)
+        module.cpu()  # the stages after the main phase run on the CPU
+        got = np.asarray(module.step_losses[:len(steps)])
+        losses[steps.start:steps.start + len(got)] = got
+        ctx.order = tuple(trainer.strategy.broadcast(list(ctx.order), src=0))
+        if ctx.bar is not None:
+            ctx.bar.update(len(steps))
