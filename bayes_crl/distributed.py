@@ -7,11 +7,12 @@ DistributedDataParallel sees them all.
 
 How the work is split (``world`` processes):
 
-- **Main phase** (the SVI steps after the warm-ups, most of a fit): each process draws ``batch_size / world``
-  rows per step from its own shard of the rows (Lightning's distributed sampler), so one step sees
-  ``batch_size`` rows in all, as in a single-process fit. The observation plate keeps the full data size
-  ``N``, so each process's loss is an unbiased estimate of the full negative ELBO; DDP averages the gradients,
-  which is again unbiased. The replicas start from process 0's parameters (DDP broadcasts them) and stay equal.
+- **Main phase** (the SVI steps after the warm-ups, most of a fit): each step's minibatch is the one a
+  single-process fit with the same seed would draw, split across the processes (``batch_size / world`` rows
+  each). The observation plate keeps the full data size ``N``, so each process's loss is an unbiased estimate
+  of the full negative ELBO, and the average of the processes' gradients, which DDP computes, is the gradient
+  of the single-process loss on the whole minibatch (the draws from the guide differ). The replicas start from
+  process 0's parameters (DDP broadcasts them) and stay equal.
 - **Stages that need all the data** (warm-ups, sparse unmixing, order searches, the children map, the refit
   of the latent model) run in every process on the same bounded rows (``MAX_SEARCH_ROWS``) with the same seed,
   so every process holds the same result; the order chosen by process 0 is broadcast after each main-phase
@@ -42,23 +43,30 @@ from pyro.infer import Trace_ELBO
 
 from bayes_crl.guides import latent_causal_guide
 from bayes_crl.models import latent_causal_model
-from bayes_crl.stages import NonFiniteLossError
+from bayes_crl.stages import NonFiniteLossError, _next_minibatch
 
 __all__ = ["LightningSteps", "SVIModule"]
 
 
-class _Rows(torch.utils.data.Dataset):
-    """Rows ``(x[i], env[i], i)``; ``x`` a tensor or any row-indexable array (read row by row)."""
+class _Minibatches(torch.utils.data.IterableDataset):
+    """The run's own minibatch sequence (:func:`bayes_crl.stages._next_minibatch`), split across processes.
 
-    def __init__(self, x, env: torch.Tensor):
-        self.x, self.env = x, env
+    Every process holds the same run state, so every process draws the same global minibatch of ``batch_size``
+    rows; process ``r`` of ``world`` keeps rows ``r, r + world, ...`` of it. Together the processes see exactly
+    the minibatches of a single-process fit with the same seed, and the run's row order advances as it would.
+    """
 
-    def __len__(self) -> int:
-        return int(self.env.shape[0])
+    def __init__(self, ctx, run, n_steps: int):
+        self.ctx, self.run, self.n_steps = ctx, run, n_steps
 
-    def __getitem__(self, i: int):
-        row = self.x[i]
-        return torch.as_tensor(np.asarray(row), dtype=torch.get_default_dtype()), self.env[i], i
+    def __iter__(self):
+        dist_on = torch.distributed.is_available() and torch.distributed.is_initialized()
+        rank = torch.distributed.get_rank() if dist_on else 0
+        world = torch.distributed.get_world_size() if dist_on else 1
+        for _ in range(self.n_steps):
+            idx = _next_minibatch(self.run, self.ctx.n, self.ctx.cfg.batch_size)
+            mine = idx[rank::world]
+            yield self.ctx.x[mine], self.ctx.env[mine], mine
 
 
 class SVIModule(L.LightningModule):
@@ -122,19 +130,17 @@ class LightningSteps:
         Lightning's strategy (``"ddp"``: one process per device, started by re-running the script).
     accelerator : str, default "cpu"
         ``"cpu"``, ``"gpu"`` or ``"auto"``.
-    num_workers : int, default 0
-        DataLoader worker processes per process.
     **trainer_kwargs
         Passed to ``lightning.Trainer`` (for example ``precision``, ``logger``).
     """
 
     def __init__(self, devices: int = 1, num_nodes: int = 1, strategy: str = "ddp", accelerator: str = "cpu",
-                 num_workers: int = 0, **trainer_kwargs):
+                 **trainer_kwargs):
         for name, v in (("devices", devices), ("num_nodes", num_nodes)):
             if not (isinstance(v, int) and v >= 1):
                 raise ValueError(f"The '{name}' argument of LightningSteps must be an int >= 1. Got {v!r} instead.")
         self.devices, self.num_nodes, self.strategy, self.accelerator = devices, num_nodes, strategy, accelerator
-        self.num_workers, self.trainer_kwargs = num_workers, trainer_kwargs
+        self.trainer_kwargs = trainer_kwargs
         self.world_size = devices * num_nodes
 
     def __call__(self, ctx, run, steps: range, losses: np.ndarray) -> None:
@@ -144,11 +150,9 @@ class LightningSteps:
                              f"({self.world_size}): each process draws batch_size / processes rows per step.")
         module = SVIModule(run.net, run.gg, ctx.prior, ctx.noise, ctx.n, cfg.lr,
                            (steps.start - ctx.warm, cfg.num_steps - ctx.warm))
-        gen = torch.Generator().manual_seed(cfg.seed + steps.start)
-        loader = torch.utils.data.DataLoader(_Rows(ctx.x, ctx.env), batch_size=cfg.batch_size // self.world_size,
-                                             shuffle=True, generator=gen, drop_last=True,
-                                             num_workers=self.num_workers)
+        loader = torch.utils.data.DataLoader(_Minibatches(ctx, run, len(steps)), batch_size=None)
         kw = dict(max_steps=len(steps), gradient_clip_val=100.0, enable_checkpointing=False, logger=False,
+                  use_distributed_sampler=False,
                   enable_progress_bar=bool(ctx.bar is not None), enable_model_summary=False)
         kw.update(self.trainer_kwargs)
         strategy = self.strategy

@@ -29,9 +29,10 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_two_process_ddp_fit_matches_a_single_process_fit(tmp_path):
-    """Both fits share the warm-ups (same seed, same rows); the main phase differs in which rows each step
-    draws (each of the 2 processes draws half the batch from its shard), so the fits are not bitwise equal.
-    Measured: latents of the two fits agree at MPC 0.9996, MPC against the truth 0.962 (single) and 0.963 (DDP)."""
+    """Both fits share the warm-ups (same seed, same rows) and the main phase's minibatches (each of the 2
+    processes takes half of the single-process minibatch); they differ in the guide's draws, so they are not
+    bitwise equal. Measured: latents of the two fits agree at MPC 0.998, MPC against the truth 0.962 (single)
+    and 0.964 (DDP)."""
     script = tmp_path / "fit_ddp.py"
     script.write_text(SCRIPT.format(data=DATA, settings=SETTINGS))
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
@@ -47,7 +48,7 @@ def test_two_process_ddp_fit_matches_a_single_process_fit(tmp_path):
     d = simulate_latent_anm(**DATA)
     single = LatentCausalModel(**SETTINGS).fit(d.x, d.env)
     z1 = single.transform(d.x, d.env)
-    assert mpc(z1, r0["z"]) > 0.95
+    assert mpc(z1, r0["z"]) > 0.97
     assert abs(mpc(d.z, r0["z"]) - mpc(d.z, z1)) < 0.05
     assert mpc(d.z, r0["z"]) > 0.9
 
