@@ -156,7 +156,7 @@ class LightningSteps:
                   enable_progress_bar=bool(ctx.bar is not None), enable_model_summary=False)
         kw.update(self.trainer_kwargs)
         strategy = self.strategy
-        if strategy == "ddp" and self.world_size > 1:
+        if strategy == "ddp":  # some parameters (e.g. the gamma noise shape) take no part in every model
             from lightning.pytorch.strategies import DDPStrategy
 
             strategy = DDPStrategy(find_unused_parameters=True)
