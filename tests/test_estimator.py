@@ -248,3 +248,15 @@ def test_fit_runs_on_the_threads_asked_for_and_restores_the_callers():
     assert seen == [1, 2]
     with pytest.raises(ValueError, match="n_threads"):
         LatentCausalModel(n_threads=0).fit(d.x, d.env)
+
+
+def test_spike_and_slab_beyond_13_latents_uses_the_variational_posterior():
+    """Children with more than 12 candidate parents get the variational edge posterior: any number of latents
+    fits, and the probabilities are those of one order (a DAG)."""
+    d = simulate_latent_anm(n_latents=14, n_envs=29, n_per_env=20, n_obs_dims=14, random_state=0)
+    m = LatentCausalModel(n_latents=14, edge_prior="spike_slab", unmix=False, order_search=False, **FAST).fit(
+        d.x, env=d.env)
+    p = m.edge_inclusion_
+    assert p.shape == (14, 14) and np.isfinite(p).all() and ((p >= 0) & (p <= 1)).all()
+    np.testing.assert_array_equal(np.diag(p), 0)
+    assert np.all(p * p.T == 0)  # one order: no pair with both directions
