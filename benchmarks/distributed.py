@@ -22,10 +22,10 @@ import sys
 import tempfile
 import time
 
+from _report import cpu_name, write_report
+
 
 def worker(a) -> None:
-    import numpy as np
-
     from bayes_crl import LatentCausalModel, simulate_latent_anm
     from bayes_crl.metrics import mpc
     from bayes_crl.stages import run_steps
@@ -90,8 +90,7 @@ def main(argv=None) -> int:
                 rows.append(json.load(fh))
         print(rows[-1], flush=True)
     ref = rows[0]["steps_per_s"]
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?") \
-        if os.path.exists("/proc/cpuinfo") else "?"
+    cpu = cpu_name()
     lines = [f"l = {a.latents}, {rows[0]['rows']} rows, batch {a.batch_size} rows per step in all, {a.steps} steps; "
              f"{cpu}, {os.cpu_count()} cores, one torch thread per process.", "",
              "| main phase | steps | seconds | steps / s | rows / s | vs built-in | whole fit s | MPC |",
@@ -100,15 +99,7 @@ def main(argv=None) -> int:
         lines.append(f"| {r['config']} | {r['main_steps']} | {r['main_seconds']:.1f} | {r['steps_per_s']:.1f} | "
                      f"{r['rows_per_s']:.0f} | {r['steps_per_s'] / ref:.2f}x | {r['fit_seconds']:.1f} | "
                      f"{r['mpc']:.3f} |")
-    text = "\n".join(lines)
-    print(text)
-    if a.out:
-        with open(a.out, "w") as fh:
-            fh.write(text + "\n")
-    if a.results:
-        with open(a.results, "w") as fh:
-            for r in rows:
-                fh.write(json.dumps(r) + "\n")
+    write_report("\n".join(lines), rows, a.out, a.results)
     return 0
 
 

@@ -18,12 +18,12 @@ Cost: a few minutes on one core (no model is fitted).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 
 import numpy as np
+
+from _report import cpu_name, write_report
 
 SETTINGS = [(5, 20, 0.5), (10, 20, 0.5), (5, 50, 0.3), (30, 20, 0.3), (10, 100, 1.0), (30, 1000, 1.0)]
 """(environments, rows per environment, slab scale): the calibration benchmark's settings and a fit-sized one."""
@@ -105,19 +105,9 @@ def main(argv=None) -> int:
                 + f" | {100 * r['frac_above_0_1']:.0f} %") if ex else "- | - | - | -"
         lines.append(f"| {r['latents']} | {r['envs']} x {r['rows_per_env']} | {r['slab']} | {r['graphs']} | {errs} | "
                      f"{pair('ece')} | {pair('brier')} | {pair('seconds_per_graph')} |")
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?") \
-        if os.path.exists("/proc/cpuinfo") else "?"
+    cpu = cpu_name()
     lines += ["", f"wall {wall:.0f} s; {cpu}; python {sys.version.split()[0]}"]
-    text = "\n".join(lines)
-    print(text)
-    if a.out:
-        os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
-        with open(a.out, "w") as fh:
-            fh.write(text + "\n")
-    if a.results:
-        with open(a.results, "w") as fh:
-            for r in rows:
-                fh.write(json.dumps(r) + "\n")
+    write_report("\n".join(lines), rows, a.out, a.results)
     return 0
 
 
