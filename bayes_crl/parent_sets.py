@@ -70,16 +70,14 @@ against the exact marginals on l = 4 it put 4 % of graphs more than 0.1 off, the
 (every ``alpha`` at the prior, at 1, at 0) and keeps the end point with the highest evidence lower bound (with
 the noise scales at their maximisers).
 
-Mean field alone moves probability between correlated candidates (up to 0.5 off the exact marginals at 20-50 rows
-per environment). So the result is refined: the :data:`REFINE_MAX` candidates mean field is least sure of get
-their exact joint posterior over parent sets, with every other candidate held in or out as mean field has it and
-its strengths integrated out exactly (a Schur complement of the regression on the held candidates). A child
-whose uncertain candidates are at most :data:`REFINE_MAX` thus gets its exact marginals conditional only on the
-held candidates being right (BENCHMARKS.md, "Spike-and-slab beyond 12 candidate parents").
-
-Mean field over the edges is exact when the candidates' features are uncorrelated within every environment and
-errs where correlated candidates explain the same variance (it tends to give one of them the edge). Cost per
-sweep: ``O(E k^2)`` from the per-environment cross-products.
+Mean field over the edges is exact when the candidates' features are uncorrelated within every environment; where
+correlated candidates explain the same variance it tends to give one of them the edge (up to 0.5 off the exact
+marginals at 20-50 rows per environment). So the result is refined: the :data:`REFINE_MAX` candidates mean field
+is least sure of get their exact joint posterior over parent sets, with every other candidate held in or out as
+mean field has it and its strengths integrated out exactly (a Schur complement of the regression on the held
+candidates). A child whose uncertain candidates are at most :data:`REFINE_MAX` thus gets its exact marginals,
+conditional only on the held candidates being right (BENCHMARKS.md, "Spike-and-slab beyond 12 candidate
+parents"). Cost: ``O(E k^2)`` per mean-field sweep and ``2^REFINE_MAX`` small solves per environment.
 """
 from __future__ import annotations
 

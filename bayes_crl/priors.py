@@ -197,7 +197,7 @@ class SpikeAndSlab(EdgePrior):
     ``edge_weight[u, j, i] ~ Normal(0, slab_scale)`` on the (standardised) latents, with a Gaussian guide; the
     reported inclusion probability is the *exact* posterior ``P(gamma[j, i] = 1 | z)``: Bayesian model averaging
     over every parent set of every child (:func:`bayes_crl.parent_sets.edge_marginals`; for a child with more
-    than 12 candidate parents, the mean-field variational posterior of
+    than 12 candidate parents, the variational posterior of
     :func:`bayes_crl.parent_sets.variational_inclusion`), from the
     within-environment statistics of latents drawn from ``q(z | x, u)``, averaged over those draws and over the
     causal-order draws of the inclusion context. Each draw of the edge indicators is a graph drawn from that
