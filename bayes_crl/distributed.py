@@ -13,9 +13,9 @@ How the work is split (``world`` processes):
   of the full negative ELBO, and the average of the processes' gradients, which DDP computes, is the gradient
   of the single-process loss on the whole minibatch (the draws from the guide differ). The replicas start from
   process 0's parameters (DDP broadcasts them) and stay equal.
-- **Stages that need all the data** (warm-ups, sparse unmixing, order searches, the children map, the refit
-  of the latent model) run in every process on the same bounded rows (``MAX_SEARCH_ROWS``) with the same seed,
-  so every process holds the same result; the order chosen by process 0 is broadcast after each main-phase
+- **The other stages** (the warm-ups on all rows; sparse unmixing, order searches and the children map on the
+  bounded search rows, ``MAX_SEARCH_ROWS``; the refit of the latent model) run in every process with the same
+  seed, so every process holds the same result; the order chosen by process 0 is broadcast after each main-phase
   segment, so a process whose floating point differed cannot disagree about it.
 
 Lightning is an optional dependency (``pip install 'bayes-crl[distributed]'``); install it after torch so that

@@ -59,10 +59,10 @@ class LatentCausalModel(BaseEstimator):
         Sparsity prior on the edge strengths (see :mod:`bayes_crl.priors`). ``"spike_slab"`` reports the exact
         posterior probability of its discrete edge indicators given the latents (Bayesian model averaging over
         every parent set, :mod:`bayes_crl.parent_sets`; a child with more than 12 candidate parents gets the
-        variational posterior of :func:`bayes_crl.parent_sets.variational_inclusion`; calibrated on data drawn from the prior, and as
-        confident as the latents allow: on latents recovered at correlations below about 0.95 it reports their
-        mixing as edges, BENCHMARKS.md "Edge posterior"). The horseshoe,
-        Laplace and flat priors have no indicator: they report the posterior probability that an edge explains
+        variational posterior of :func:`bayes_crl.parent_sets.variational_inclusion`; calibrated on data drawn
+        from the prior, and as confident as the latents allow: on latents recovered at correlations below about
+        0.95 it reports their mixing as edges, BENCHMARKS.md "Edge posterior"). The horseshoe, Laplace and flat
+        priors have no indicator: they report the posterior probability that an edge explains
         at least ``min_effect`` of its child's variance. Both kinds carry the uncertainty of the edge's
         orientation (``n_order_draws``). The horseshoe is the default because its recovery of the latents is
         the most measured (BENCHMARKS.md, "Edge posterior").

@@ -454,31 +454,34 @@ def _coordinate_ascent(xtx, xty, syy, n_u, alpha, pi, v1, v0, max_sweeps, tol):
     # prior's mixture of both): coordinate ascent from the one-at-a-time means of correlated candidates ends in
     # the wrong one's edge
     prior_var = alpha * v1 + (1.0 - alpha) * v0
-    ridge = xtx + np.eye(k)[None] / np.maximum(prior_var, 1e-300)[None, :, None] * (prior_var > 0)[None, :, None]
     inside = prior_var > 0
     mean = np.zeros_like(xty)
     if inside.any():
-        sub = ridge[:, inside][:, :, inside]
-        mean[:, inside] = np.linalg.solve(sub, xty[:, inside][..., None])[..., 0]
+        ridge = xtx[:, inside][:, :, inside] + np.diag(1.0 / prior_var[inside])[None]
+        mean[:, inside] = np.linalg.solve(ridge, xty[:, inside][..., None])[..., 0]
     mu1, mu0 = mean.copy(), (mean.copy() if v0 > 0 else np.zeros_like(mean))
     second = alpha * mu1**2 + (1.0 - alpha) * mu0**2  # E over gamma of the squared conditional means
     pen = alpha * mu1**2 / v1 + (1.0 - alpha) * mu0**2 * inv_v0  # the prior's quadratic term, per candidate
+    am = np.einsum("ukl,ul->uk", xtx, mean)  # X'X E b, kept up to date so one update costs O(E k)
     for _ in range(max_sweeps):
         prev = alpha.copy()
         for j in range(k):
-            r = xty[:, j] - np.einsum("uk,uk->u", xtx[:, j], mean) + d[:, j] * mean[:, j]
-            # the others' expected residual sum of squares, with j's own contribution left out
-            m_o = mean.copy()
-            m_o[:, j] = 0.0
-            fit_o = syy - 2.0 * np.einsum("uk,uk->u", m_o, xty) + np.einsum("uk,ukl,ul->u", m_o, xtx, m_o)
-            spread_o = np.sum(np.delete(d * (second - mean**2) + pen, j, axis=1), axis=1)
-            big_r = np.maximum(fit_o + spread_o, 1e-300)
+            mj = mean[:, j]
+            r = xty[:, j] - am[:, j] + d[:, j] * mj
+            # the others' expected residual sum of squares, with j's own contribution left out:
+            # ||y - X m_o||^2 for m_o = m without j, plus the others' posterior spread and prior terms
+            fit_o = (syy - 2.0 * (np.einsum("uk,uk->u", mean, xty) - mj * xty[:, j])
+                     + np.einsum("uk,uk->u", mean, am) - 2.0 * mj * am[:, j] + mj**2 * d[:, j])
+            terms = d * (second - mean**2) + pen
+            big_r = np.maximum(fit_o + terms.sum(1) - terms[:, j], 1e-300)
             lr1 = np.log(np.maximum(big_r - t1[:, j] * r**2, 1e-12 * big_r))
             lr0 = np.log(np.maximum(big_r - t0[:, j] * r**2, 1e-12 * big_r))
             logit = logit_pi + np.sum(log_det[:, j] - 0.5 * (n_u - 1.0) * (lr1 - lr0))
             alpha[j] = 1.0 / (1.0 + np.exp(-np.clip(logit, -700.0, 700.0)))
             mu1[:, j], mu0[:, j] = t1[:, j] * r, t0[:, j] * r
-            mean[:, j] = alpha[j] * mu1[:, j] + (1.0 - alpha[j]) * mu0[:, j]
+            new_mean = alpha[j] * mu1[:, j] + (1.0 - alpha[j]) * mu0[:, j]
+            am += xtx[:, :, j] * (new_mean - mean[:, j])[:, None]
+            mean[:, j] = new_mean
             second[:, j] = alpha[j] * mu1[:, j] ** 2 + (1.0 - alpha[j]) * mu0[:, j] ** 2
             pen[:, j] = alpha[j] * mu1[:, j] ** 2 / v1 + (1.0 - alpha[j]) * mu0[:, j] ** 2 * inv_v0
         if np.max(np.abs(alpha - prev)) < tol:

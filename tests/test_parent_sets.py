@@ -160,7 +160,7 @@ def test_variational_posterior_of_one_candidate_is_exact(spike):
 @pytest.mark.parametrize("n_envs, rows", [(10, 100), (30, 1000)])
 def test_variational_matches_exact_at_fit_sized_samples(n_envs, rows):
     """l = 4 from the prior, every edge's variational and exact marginals: the benchmark's largest difference
-    over 20 graphs per setting was 0.009 (BENCHMARKS.md, "Spike-and-slab beyond 12 candidate parents")."""
+    over 200 graphs per setting was 0.009 (BENCHMARKS.md, "Spike-and-slab beyond 12 candidate parents")."""
     for g in range(8):
         d = simulate_spike_slab_latents(4, n_envs, rows, random_state=100 + g)
         st, c = _linear_stats(d.z, d.env)
