@@ -72,10 +72,12 @@ the noise scales at their maximisers).
 
 Mean field over the edges is exact when the candidates' features are uncorrelated within every environment; where
 correlated candidates explain the same variance it tends to give one of them the edge (up to 0.5 off the exact
-marginals at 20-50 rows per environment). So the result is refined: the :data:`REFINE_MAX` candidates mean field
-is least sure of get their exact joint posterior over parent sets, with every other candidate held in or out as
+marginals at 20-50 rows per environment), and is then sure of it. So the result is refined: the
+:data:`REFINE_MAX` candidates whose inclusion is least certain get their exact joint posterior over parent sets, with every other candidate held in or out as
 mean field has it and its strengths integrated out exactly (a Schur complement of the regression on the held
-candidates). A child whose uncertain candidates are at most :data:`REFINE_MAX` thus gets its exact marginals,
+candidates). A candidate's doubt is the larger of mean field's own (``min(alpha, 1 - alpha)``) and the exact
+posterior weight of the best parent set one move away from mean field's mode that changes it (adding or dropping
+it, or swapping it with another candidate: the move that shows two candidates are alternatives). A child whose uncertain candidates are at most :data:`REFINE_MAX` thus gets its exact marginals,
 conditional only on the held candidates being right (BENCHMARKS.md, "Spike-and-slab beyond 12 candidate
 parents"). Cost: ``O(E k^2)`` per mean-field sweep and ``2^REFINE_MAX`` small solves per environment.
 """
@@ -245,7 +247,8 @@ def _masks_log_posterior(xtx, xty, syy, n_u, masks, prior_inclusion, slab_scale,
 
 def _posteriors_for_order(stats, counts, order, cache, prior_inclusion, slab_scale, spike_scale, method):
     """Per child of ``order``: ``(candidates, masks, probs)`` with the exact posterior over parent sets, or
-    ``(candidates, None, alpha)`` with the variational inclusion probabilities."""
+    ``(candidates, None, (alpha, block))`` with the variational inclusion probabilities and the joint posterior
+    of the refined candidates (:func:`variational_inclusion`'s ``return_block``)."""
     out = []
     for pos, child in enumerate(order):
         cand = tuple(int(c) for c in order[:pos])
@@ -254,7 +257,8 @@ def _posteriors_for_order(stats, counts, order, cache, prior_inclusion, slab_sca
             cs = np.asarray(key[1], dtype=np.int64)
             hyper = dict(prior_inclusion=prior_inclusion, slab_scale=slab_scale, spike_scale=spike_scale)
             if method == "variational" or (method == "auto" and len(cs) > MAX_CANDIDATES):
-                cache[key] = (cs, None, variational_inclusion(stats, counts, key[0], cs, **hyper))
+                cache[key] = (cs, None, variational_inclusion(stats, counts, key[0], cs, return_block=True,
+                                                              **hyper))
             else:
                 masks, lp = parent_set_log_posterior(stats, counts, key[0], cs, **hyper)
                 p = np.exp(lp)
@@ -312,7 +316,7 @@ def edge_marginals(stats: np.ndarray, counts: np.ndarray, orders, *, prior_inclu
         for child, (cand, masks, prob) in zip(order, _posteriors_for_order(
                 stats, counts, order, cache, prior_inclusion, slab_scale, spike_scale, method)):
             if len(cand):
-                p[cand, child] += prob if masks is None else prob @ masks
+                p[cand, child] += prob[0] if masks is None else prob @ masks
     return p / len(orders)
 
 
@@ -323,9 +327,11 @@ def sample_parent_sets(stats: np.ndarray, counts: np.ndarray, orders, num_sample
     """Graphs drawn from the posterior over parent sets: one DAG per draw.
 
     Draw ``s`` uses order ``orders[s mod B]`` (or ``orders[order_index(s)]``) and draws every child's parent
-    set from its posterior given that order: exact, or independent edges from the variational inclusion
-    probabilities where the child has more than :data:`MAX_CANDIDATES` candidates (``method`` as in
-    :func:`edge_marginals`).
+    set from its posterior given that order: exact, or, where the child has more than :data:`MAX_CANDIDATES`
+    candidates (``method`` as in :func:`edge_marginals`), from the variational posterior: the candidates its
+    refinement enumerated (up to :data:`REFINE_MAX`, the least certain) jointly from their exact posterior, so
+    that two candidates explaining the same variance are drawn as alternatives, the others independently
+    from their inclusion probabilities.
 
     Returns
     -------
@@ -344,7 +350,10 @@ def sample_parent_sets(stats: np.ndarray, counts: np.ndarray, orders, num_sample
                 stats, counts, order, cache, prior_inclusion, slab_scale, spike_scale, method)):
             if len(cand):
                 if masks is None:
-                    out[s, cand[rng.random(len(cand)) < prob], child] = True
+                    alpha, (refined, block, block_probs) = prob
+                    pick = rng.random(len(cand)) < alpha  # the candidates held by the refinement: independent
+                    pick[refined] = block[rng.choice(len(block_probs), p=block_probs)]  # the refined: jointly
+                    out[s, cand[pick], child] = True
                 else:
                     out[s, cand[masks[rng.choice(len(prob), p=prob)]], child] = True
     return out
@@ -355,7 +364,8 @@ _STARTS = ("prior", 1.0, 0.0)
 
 def variational_inclusion(stats: np.ndarray, counts: np.ndarray, child: int, candidates, *,
                           prior_inclusion: float = 0.3, slab_scale: float = 1.0, spike_scale: float = 0.1,
-                          max_sweeps: int = 500, tol: float = 1e-7, refine: int | None = None) -> np.ndarray:
+                          max_sweeps: int = 500, tol: float = 1e-7, refine: int | None = None,
+                          return_block: bool = False) -> np.ndarray | tuple[np.ndarray, tuple]:
     """Variational posterior inclusion probabilities ``q(gamma_j = 1)`` of one child's candidate parents.
 
     Parameters
@@ -375,11 +385,15 @@ def variational_inclusion(stats: np.ndarray, counts: np.ndarray, child: int, can
         Replace the mean-field probabilities of the ``refine`` (default :data:`REFINE_MAX`) most uncertain
         candidates by their exact posterior with the other candidates held where mean field puts them (module
         docstring); 0 keeps the mean-field probabilities.
+    return_block : bool, default False
+        Also return the refined candidates' joint posterior, ``(positions, masks, probs)``: their positions in
+        ``candidates`` (m,), every subset of them as a (2^m, m) bool mask and its posterior probability
+        (2^m,); empty arrays when nothing was refined. :func:`sample_parent_sets` draws that block jointly.
 
     Returns
     -------
     ndarray (k,)
-        ``alpha_j`` in the order of ``candidates``.
+        ``alpha_j`` in the order of ``candidates``; with ``return_block``, the pair ``(alpha, block)``.
     """
     _check_hyper(prior_inclusion, slab_scale, spike_scale)
     cand = np.asarray(list(candidates), dtype=np.int64)
@@ -400,25 +414,56 @@ def variational_inclusion(stats: np.ndarray, counts: np.ndarray, child: int, can
     refine = REFINE_MAX if refine is None else int(refine)
     if refine <= 0:
         return best[0]
-    return _refine(xtx, xty, syy, n_u, best[0], float(prior_inclusion), float(slab_scale), float(spike_scale),
-                   refine)
+    alpha, block = _refine(xtx, xty, syy, n_u, best[0], float(prior_inclusion), float(slab_scale),
+                           float(spike_scale), refine)
+    if return_block:
+        return alpha, block
+    return alpha
 
 
 REFINE_MAX = 10
 """Most uncertain candidates whose parent sets :func:`variational_inclusion` enumerates exactly (1024 sets)."""
 
 _CLEAR = 1e-3
+_NO_BLOCK = (np.zeros(0, dtype=np.int64), np.zeros((1, 0), dtype=bool), np.ones(1))
 
 
-def _refine(xtx, xty, syy, n_u, alpha, pi, slab, spike, most: int) -> np.ndarray:
+def _move_doubt(xtx, xty, syy, n_u, mode: np.ndarray, pi, slab, spike) -> np.ndarray:
+    """Per candidate, the exact posterior weight of the best parent set that differs from the mean-field mode
+    ``mode`` (k,) bool by one move involving it (adding or dropping it, or swapping it with another candidate),
+    relative to that set and the mode: ``w / (1 + w)`` with ``w`` the posterior ratio. Mean field can be sure
+    and wrong where two correlated candidates explain the same variance (it gives one of them the edge with
+    ``alpha`` near 1 and the other near 0, where the exact posterior splits it); the swap shows it."""
+    k = len(mode)
+    inn, out = np.flatnonzero(mode), np.flatnonzero(~mode)
+    moves = [mode.copy()]
+    for j in range(k):
+        m = mode.copy()
+        m[j] = ~m[j]
+        moves.append(m)
+    pairs = [(i, o) for i in inn for o in out]
+    for i, o in pairs:
+        m = mode.copy()
+        m[i], m[o] = False, True
+        moves.append(m)
+    lp = _masks_log_posterior(xtx, xty, syy, n_u, np.array(moves), pi, slab, spike)
+    rel = np.exp(np.minimum(lp[1:] - lp[0], 0.0))
+    best = rel[:k].copy()
+    for r, (i, o) in zip(rel[k:], pairs):
+        best[i], best[o] = max(best[i], r), max(best[o], r)
+    return best / (1.0 + best)
+
+
+def _refine(xtx, xty, syy, n_u, alpha, pi, slab, spike, most: int) -> tuple[np.ndarray, tuple]:
     """Exact posterior over the (up to ``most``) most uncertain candidates, with every other candidate
     held in or out as the mean-field posterior has it; their strengths are integrated out exactly (a Schur
-    complement of the regression on the held candidates)."""
+    complement of the regression on the held candidates). Returns the inclusion probabilities of all
+    candidates and the refined block ``(positions, masks, probs)``."""
     k = len(alpha)
-    doubt = np.minimum(alpha, 1.0 - alpha)
+    doubt = np.maximum(np.minimum(alpha, 1.0 - alpha), _move_doubt(xtx, xty, syy, n_u, alpha >= 0.5, pi, slab, spike))
     unsure = np.flatnonzero(doubt > _CLEAR)
     if len(unsure) == 0:
-        return alpha
+        return alpha, _NO_BLOCK
     unsure = np.sort(unsure[np.argsort(-doubt[unsure], kind="stable")][:most])
     held = np.setdiff1d(np.arange(k), unsure)
     inside = alpha[held] >= 0.5
@@ -436,9 +481,11 @@ def _refine(xtx, xty, syy, n_u, alpha, pi, slab, spike, most: int) -> np.ndarray
         yy = syy - np.einsum("ef,ef->e", b_f, s_fb)
     masks = subset_masks(len(unsure))
     lp = _masks_log_posterior(xu, bu, yy, n_u, masks, pi, slab, spike)
+    probs = np.exp(lp)
+    probs /= probs.sum()
     out = alpha.copy()
-    out[unsure] = np.exp(lp) @ masks
-    return out
+    out[unsure] = probs @ masks
+    return out, (unsure, masks, probs)
 
 
 def _coordinate_ascent(xtx, xty, syy, n_u, alpha, pi, v1, v0, max_sweeps, tol):
