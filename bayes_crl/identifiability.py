@@ -21,6 +21,14 @@ From a posterior this module decides, for each latent ``i``:
 - its status: ``"root"``, ``"vanishing"`` (every parent vanishes somewhere) or ``"not_identified"``;
   ``identified`` is ``status != "not_identified"`` and condition (iii) (``n_envs >= 2l + 1``).
 
+How far to trust ``"vanishing"``: the test is permissive. Among 30-40 environments some interval of a fitted
+strength contains 0 whatever the truth, and the fitted per-environment strengths follow the true ones only
+loosely. On the benchmark (BENCHMARKS.md, "The identifiability report against the truth") it named none of the
+16 latents whose (iv) fails in truth (the non-roots of the seed authors' SuaVE data, the simulator's violated
+nodes); the report says so in a caveat whenever a latent passes this way. A ``"not_identified"`` verdict
+(some strength credibly non-zero in every environment) and the root and environment-count verdicts are the
+informative ones.
+
 What condition (iv) does not settle, and the report states as a caveat: with **linear mechanisms and Gaussian
 noise** (``mechanism="linear", noise="gaussian"``) the model cannot tell two adjacent latents from a linear
 mixture of them. Every per-environment distribution of the pair is then Gaussian, a two-node linear model in any
@@ -326,6 +334,13 @@ def assess_identifiability(inclusion: Any, weight_draws: Any, n_envs: int, names
                 f"2l+1 = {2 * l + 1} environments with varied noise, so no latent is guaranteed to be identified. "
                 f"Condition (iv) alone: {len(ok)} of {l} latents pass" + (f" ({_join(ok)})." if ok else "."))
     caveats = []
+    vanishing = [t.name for t in latents if t.status == "vanishing"]
+    if vanishing:
+        caveats.append(f"Condition (iv) is judged from the fitted strengths: {_join(vanishing)} pass{'es' if len(vanishing) == 1 else ''} "
+                       f"because some environment's {prob:.0%} interval of each incoming strength contains 0, "
+                       "which is easy to meet with many environments. On the benchmark this test named none of the "
+                       "latents whose (iv) fails in truth (BENCHMARKS.md, 'The identifiability report against the "
+                       "truth'): read it as not contradicted by the fit, not as shown identified.")
     edges = [f"{names[j]} -> {names[i]}" for i in range(l) for j in range(l) if j != i and p[j, i] >= threshold]
     if linear_gaussian and edges:
         caveats.append(f"With linear mechanisms and Gaussian noise the model cannot tell the two latents of an edge "
