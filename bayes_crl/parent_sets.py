@@ -426,6 +426,7 @@ REFINE_MAX = 10
 
 _CLEAR = 1e-3
 _NO_BLOCK = (np.zeros(0, dtype=np.int64), np.zeros((1, 0), dtype=bool), np.ones(1))
+_CHUNK_ENTRIES = 2**22
 
 
 def _move_doubt(xtx, xty, syy, n_u, mode: np.ndarray, pi, slab, spike) -> np.ndarray:
@@ -446,8 +447,16 @@ def _move_doubt(xtx, xty, syy, n_u, mode: np.ndarray, pi, slab, spike) -> np.nda
         m = mode.copy()
         m[i], m[o] = False, True
         moves.append(m)
-    lp = _masks_log_posterior(xtx, xty, syy, n_u, np.array(moves), pi, slab, spike)
-    rel = np.exp(np.minimum(lp[1:] - lp[0], 0.0))
+    moves = np.array(moves)
+    # in chunks that each start with the mode (their log posteriors are normalised within the chunk), so that the
+    # (moves, E, k, k) systems stay within about _CHUNK_ENTRIES numbers however many latents and environments
+    chunk = max(1, _CHUNK_ENTRIES // max(1, xtx.size))
+    rel = []
+    for a in range(1, len(moves), chunk):
+        lp = _masks_log_posterior(xtx, xty, syy, n_u, np.concatenate([moves[:1], moves[a:a + chunk]]), pi, slab,
+                                  spike)
+        rel.append(np.exp(np.minimum(lp[1:] - lp[0], 0.0)))
+    rel = np.concatenate(rel)
     best = rel[:k].copy()
     for r, (i, o) in zip(rel[k:], pairs):
         best[i], best[o] = max(best[i], r), max(best[o], r)
