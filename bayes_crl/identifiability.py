@@ -336,7 +336,8 @@ def assess_identifiability(inclusion: Any, weight_draws: Any, n_envs: int, names
     caveats = []
     vanishing = [t.name for t in latents if t.status == "vanishing"]
     if vanishing:
-        caveats.append(f"Condition (iv) is judged from the fitted strengths: {_join(vanishing)} pass{'es' if len(vanishing) == 1 else ''} "
+        verb = "passes" if len(vanishing) == 1 else "pass"
+        caveats.append(f"Condition (iv) is judged from the fitted strengths: {_join(vanishing)} {verb} "
                        f"because some environment's {prob:.0%} interval of each incoming strength contains 0, "
                        "which is easy to meet with many environments. On the benchmark this test named none of the "
                        "latents whose (iv) fails in truth (BENCHMARKS.md, 'The identifiability report against the "

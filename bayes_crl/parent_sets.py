@@ -73,13 +73,15 @@ the noise scales at their maximisers).
 Mean field over the edges is exact when the candidates' features are uncorrelated within every environment; where
 correlated candidates explain the same variance it tends to give one of them the edge (up to 0.5 off the exact
 marginals at 20-50 rows per environment), and is then sure of it. So the result is refined: the
-:data:`REFINE_MAX` candidates whose inclusion is least certain get their exact joint posterior over parent sets, with every other candidate held in or out as
-mean field has it and its strengths integrated out exactly (a Schur complement of the regression on the held
-candidates). A candidate's doubt is the larger of mean field's own (``min(alpha, 1 - alpha)``) and the exact
-posterior weight of the best parent set one move away from mean field's mode that changes it (adding or dropping
-it, or swapping it with another candidate: the move that shows two candidates are alternatives). A child whose uncertain candidates are at most :data:`REFINE_MAX` thus gets its exact marginals,
-conditional only on the held candidates being right (BENCHMARKS.md, "Spike-and-slab beyond 12 candidate
-parents"). Cost: ``O(E k^2)`` per mean-field sweep and ``2^REFINE_MAX`` small solves per environment.
+:data:`REFINE_MAX` candidates whose inclusion is least certain get their exact joint posterior over parent sets,
+with every other candidate held in or out as mean field has it and its strengths integrated out exactly (a Schur
+complement of the regression on the held candidates). A candidate's doubt is the larger of mean field's own
+(``min(alpha, 1 - alpha)``) and the exact posterior weight of the best parent set one move away from mean
+field's mode that changes it (adding or dropping it, or swapping it with another candidate: the move that shows
+two candidates are alternatives). A child whose uncertain candidates are at most :data:`REFINE_MAX` thus gets its
+exact marginals, conditional only on the held candidates being right (BENCHMARKS.md, "Spike-and-slab beyond 12
+candidate parents"). Cost: ``O(E k^2)`` per mean-field sweep, ``k + k_in (k - k_in)`` small solves per
+environment for the moves (``k_in`` candidates in the mode) and ``2^REFINE_MAX`` for the refinement.
 """
 from __future__ import annotations
 
@@ -437,17 +439,11 @@ def _move_doubt(xtx, xty, syy, n_u, mode: np.ndarray, pi, slab, spike) -> np.nda
     ``alpha`` near 1 and the other near 0, where the exact posterior splits it); the swap shows it."""
     k = len(mode)
     inn, out = np.flatnonzero(mode), np.flatnonzero(~mode)
-    moves = [mode.copy()]
-    for j in range(k):
-        m = mode.copy()
-        m[j] = ~m[j]
-        moves.append(m)
-    pairs = [(i, o) for i in inn for o in out]
-    for i, o in pairs:
-        m = mode.copy()
-        m[i], m[o] = False, True
-        moves.append(m)
-    moves = np.array(moves)
+    swap_in, swap_out = np.repeat(inn, len(out)), np.tile(out, len(inn))  # every (in, out) pair
+    swaps = np.repeat(mode[None], len(swap_in), axis=0)
+    swaps[np.arange(len(swap_in)), swap_in] = False
+    swaps[np.arange(len(swap_in)), swap_out] = True
+    moves = np.concatenate([mode[None], mode[None] ^ np.eye(k, dtype=bool), swaps])  # the mode, flips, swaps
     # in chunks that each start with the mode (their log posteriors are normalised within the chunk), so that the
     # (moves, E, k, k) systems stay within about _CHUNK_ENTRIES numbers however many latents and environments
     chunk = max(1, _CHUNK_ENTRIES // max(1, xtx.size))
@@ -458,8 +454,8 @@ def _move_doubt(xtx, xty, syy, n_u, mode: np.ndarray, pi, slab, spike) -> np.nda
         rel.append(np.exp(np.minimum(lp[1:] - lp[0], 0.0)))
     rel = np.concatenate(rel)
     best = rel[:k].copy()
-    for r, (i, o) in zip(rel[k:], pairs):
-        best[i], best[o] = max(best[i], r), max(best[o], r)
+    np.maximum.at(best, swap_in, rel[k:])
+    np.maximum.at(best, swap_out, rel[k:])
     return best / (1.0 + best)
 
 
@@ -469,7 +465,8 @@ def _refine(xtx, xty, syy, n_u, alpha, pi, slab, spike, most: int) -> tuple[np.n
     complement of the regression on the held candidates). Returns the inclusion probabilities of all
     candidates and the refined block ``(positions, masks, probs)``."""
     k = len(alpha)
-    doubt = np.maximum(np.minimum(alpha, 1.0 - alpha), _move_doubt(xtx, xty, syy, n_u, alpha >= 0.5, pi, slab, spike))
+    doubt = np.maximum(np.minimum(alpha, 1.0 - alpha),
+                       _move_doubt(xtx, xty, syy, n_u, alpha >= 0.5, pi, slab, spike))
     unsure = np.flatnonzero(doubt > _CLEAR)
     if len(unsure) == 0:
         return alpha, _NO_BLOCK
