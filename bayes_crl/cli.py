@@ -399,7 +399,7 @@ def _cmd_fit(a: argparse.Namespace) -> int:
     x, env, truth, kind = _load_data(a.data, a.env_column, a.env_file)
     model = LatentCausalModel(n_latents=a.latents, edge_prior=a.prior, noise=a.noise, mechanism=a.mechanism,
                               num_steps=a.steps, n_restarts=a.restarts, num_posterior_samples=a.posterior_samples,
-                              progress=a.progress, random_state=a.seed)
+                              progress=a.progress, device=a.device, random_state=a.seed)
     model.fit(x, env)
     if a.overwrite:
         _clear_previous_run(run_dir)  # only now: a failed fit leaves the previous results in place
@@ -548,6 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
     f.add_argument("--out", required=True, help="run folder (created; must be empty unless --overwrite)")
     f.add_argument("--overwrite", action="store_true", help="write into a non-empty run folder, replacing results")
+    f.add_argument("--device", default="cpu",
+                   help="where the fit computes: cpu, cuda, cuda:N or auto (a GPU where there is one; default cpu)")
     f.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                    help="show fit progress (a bar in a terminal, a plain line every 5 %% in a log; default: on)")
     f.set_defaults(func=_cmd_fit)

@@ -163,7 +163,7 @@ class LightningSteps:
         trainer = L.Trainer(devices=self.devices, num_nodes=self.num_nodes, strategy=strategy,
                             accelerator=self.accelerator, **kw)
         trainer.fit(module, loader)
-        module.cpu()  # the stages after the main phase run on the CPU
+        module.to(ctx.device)  # back to the fit's device for the stages after the main phase
         got = np.asarray(module.step_losses[:len(steps)])
         losses[steps.start:steps.start + len(got)] = got
         ctx.order = tuple(trainer.strategy.broadcast(list(ctx.order), src=0))

@@ -14,6 +14,7 @@ from sklearn.base import BaseEstimator
 from bayes_crl._errors import DataWarning, IdentifiabilityWarning, NotFittedError
 from bayes_crl._validation import (BayesCRLValueError, check_array_2d, check_bool, check_env, check_option,
                                    check_random_state, check_scalar, check_seen_env, check_seen_inputs)
+from bayes_crl.device import on_device, resolve_device
 from bayes_crl.infer import FitResult, encode, fit_svi
 from bayes_crl.noise import NOISE_FAMILIES, get_noise_family
 from bayes_crl.posterior import edge_inclusion, edge_orientation, inclusion_context, posterior_draws, to_networkx
@@ -133,6 +134,12 @@ class LatentCausalModel(BaseEstimator):
         (2 against 1 thread moved the MPC of outside data by up to 0.08, BENCHMARKS.md). One thread costs little:
         the SVI steps are dominated by many small operations that threads do not share (a step is at most 10 %
         faster with 2; BENCHMARKS.md, "Fit time and where it goes"). ``None``: the process's settings.
+    device : str or torch.device, default "cpu"
+        Where ``fit`` (its SVI steps and encoder passes), the posterior summary's passes over the data and
+        ``transform`` compute: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, or ``"auto"`` (a GPU where CUDA is available,
+        else the CPU). The data stay in CPU memory (or on disk) and move to the device a minibatch or chunk at a
+        time; the fitted modules are kept on the CPU (:mod:`bayes_crl.device`). A CUDA device this machine does
+        not have is an error at ``fit``/``transform``, not a silent fallback.
     strict : bool, default False
         Raise instead of warning when the data cannot meet the identifiability conditions.
     random_state : int, numpy Generator or None, default None
@@ -160,7 +167,7 @@ class LatentCausalModel(BaseEstimator):
                  learning_rate: float = 5e-3, hidden: int = 64, order_search: bool = True, warmup_frac: float = 0.3,
                  n_restarts: int = 4, unmix: bool = True, min_obs_scale: float = 0.1,
                  standardize: bool = True, num_posterior_samples: int = 1000, n_order_draws: int | None = None,
-                 progress: bool = False, n_threads: int | None = 1,
+                 progress: bool = False, n_threads: int | None = 1, device: str = "cpu",
                  strict: bool = False, random_state=None):
         self.n_latents = n_latents
         self.edge_prior = edge_prior
@@ -180,6 +187,7 @@ class LatentCausalModel(BaseEstimator):
         self.n_order_draws = n_order_draws
         self.progress = progress
         self.n_threads = n_threads
+        self.device = device
         self.strict = strict
         self.random_state = random_state
 
@@ -204,6 +212,7 @@ class LatentCausalModel(BaseEstimator):
             check_scalar(self.n_threads, "n_threads", Integral, _NAME, min_val=1)
         for b in ("order_search", "unmix", "standardize", "progress", "strict"):
             check_bool(getattr(self, b), b, _NAME)
+        resolve_device(self.device, "device", _NAME)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "result_"):
@@ -315,7 +324,7 @@ class LatentCausalModel(BaseEstimator):
                 order_search=self.order_search, n_restarts=self.n_restarts, unmix=self.unmix,
                 min_obs_scale=self.min_obs_scale, nonlinear=self.mechanism == "nonlinear", hidden=self.hidden,
                 seed=seed, progress=self.progress, checkpoint_dir=checkpoint_dir, resume=resume,
-                main_phase=main_phase)
+                main_phase=main_phase, device=self.device)
             self.fit_seconds_ = time.perf_counter() - t0
             self.loss_ = self.result_.losses
             self.latent_names_ = tuple(f"z{i}" for i in range(l))
@@ -323,7 +332,8 @@ class LatentCausalModel(BaseEstimator):
         return self
 
     def _summarise(self, xt: torch.Tensor, et: torch.Tensor, seed: int) -> None:
-        ctx = inclusion_context(self.result_, xt, et, n_order_draws=self._n_order_draws(), seed=seed)
+        ctx = inclusion_context(self.result_, xt, et, n_order_draws=self._n_order_draws(), seed=seed,
+                                device=resolve_device(self.device, "device", _NAME))
         self._inclusion_context = ctx
         self.edge_orientation_ = edge_orientation(ctx)
         self.edge_inclusion_ = edge_inclusion(self.result_, ctx, self.num_posterior_samples, seed)
@@ -343,7 +353,8 @@ class LatentCausalModel(BaseEstimator):
         """Posterior-mean latents ``E_q[z | x, u]`` (N, n_latents), in the learned causal order."""
         self._check_fitted()
         x, codes, _ = self._prepare(x, env, fitting=False)
-        return encode(self.result_.net, self._scale(x), torch.as_tensor(codes)).numpy().astype(np.float64)
+        net = on_device(self.result_.net, resolve_device(self.device, "device", _NAME))
+        return encode(net, self._scale(x), torch.as_tensor(codes)).numpy().astype(np.float64)
 
     def fit_transform(self, x, env, y=None) -> np.ndarray:
         return self.fit(x, env).transform(x, env)

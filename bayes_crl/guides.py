@@ -137,6 +137,7 @@ def latent_causal_guide(x: torch.Tensor, env: torch.Tensor, *, net: LatentCausal
     global_guide(net.mask)
     b = env.shape[0]
     n_total = b if n_total is None else n_total
-    with pyro.plate(OBS_PLATE, n_total, subsample=subsample if subsample is not None else torch.arange(b)):
+    rows = subsample if subsample is not None else torch.arange(b, device=env.device)
+    with pyro.plate(OBS_PLATE, n_total, subsample=rows):
         loc, scale, u = net.encoder.forward_full(x, env)
         return pyro.sample(SITE_Z, ShiftedNormal(loc, scale, net.shift_matrix(), u))

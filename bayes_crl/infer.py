@@ -20,6 +20,7 @@ import numpy as np
 import pyro
 import torch
 
+from bayes_crl.device import CPU, resolve_device
 from bayes_crl.fit_config import FitConfig
 from bayes_crl.fit_result import FitResult
 from bayes_crl.noise import NoiseFamily
@@ -55,7 +56,7 @@ def fit_svi(x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, 
             final_order_check: bool = True, refit_frac: float = 0.15, seed: int = 0, max_bad_steps: int = 50,
             config: FitConfig | None = None, progress: bool = False, callback=None,
             checkpoint_dir: str | None = None, checkpoint_every: int = 500, resume: bool = False,
-            main_phase=None) -> FitResult:
+            main_phase=None, device: str | torch.device = "cpu") -> FitResult:
     """Fit the model by minibatch SVI.
 
     Parameters
@@ -87,11 +88,17 @@ min_obs_scale, unmix, final_order_check, refit_frac, seed, max_bad_steps
         in place and writes each step's loss per row to ``losses[step]``; default
         :func:`bayes_crl.stages.run_steps`. :class:`bayes_crl.distributed.LightningSteps` runs them on PyTorch
         Lightning (several processes, GPUs or nodes).
+    device : str or torch.device, default "cpu"
+        Where the SVI steps and the encoder passes run: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (a GPU
+        where CUDA is available); :func:`bayes_crl.device.resolve_device` raises a clear error for a CUDA device
+        this machine does not have. ``x`` and ``env`` stay where they are and move to the device one minibatch at
+        a time; the result's modules are returned on the CPU (:mod:`bayes_crl.device`).
 
     Returns
     -------
     FitResult
     """
+    dev = resolve_device(device, "device", "fit_svi")
     given = FitConfig(num_steps=num_steps, batch_size=batch_size, lr=lr, warmup_frac=warmup_frac,
                       recheck_frac=recheck_frac, order_search=order_search, nonlinear=nonlinear, hidden=hidden,
                       n_restarts=n_restarts, min_obs_scale=min_obs_scale, unmix=unmix,
@@ -105,7 +112,7 @@ min_obs_scale, unmix, final_order_check, refit_frac, seed, max_bad_steps
     with _RNGGuard(cfg.seed):
         ctx = FitContext(x, env, n_latents=n_latents, n_envs=n_envs, prior=prior, noise=noise, cfg=cfg,
                          progress=progress, callback=callback, checkpoint_dir=checkpoint_dir,
-                         checkpoint_every=checkpoint_every)
+                         checkpoint_every=checkpoint_every, device=dev)
         run, start = resume_from_checkpoint(ctx) if resume else (None, ctx.warm)
         if run is None:
             runs, stores = warm_up(ctx)
@@ -128,6 +135,8 @@ min_obs_scale, unmix, final_order_check, refit_frac, seed, max_bad_steps
         if cfg.final_order_check and ctx.searches_order and final_identification(ctx, run):
             refit_latent_model(ctx, run)
         ctx.close()
+        run.net.to(CPU)
+        run.gg.to(CPU)
     return FitResult(net=run.net, global_guide=run.gg, prior=prior, noise=noise, losses=ctx.losses,
                      order=ctx.order, n_rejected=run.n_rej, history=ctx.history)
 

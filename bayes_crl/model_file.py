@@ -173,7 +173,7 @@ def save_model(model: Any, path: str | os.PathLike, *, overwrite: bool = False) 
         edge_prior_doc = {"instance": _encode_prior(edge_prior, "edge_prior")}
     else:
         edge_prior_doc = {"value": to_json(edge_prior, prefix="edge_prior")}
-    params = {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in params.items()}
+    params = {k: (str(v) if isinstance(v, (os.PathLike, torch.device)) else v) for k, v in params.items()}
     try:
         params_doc = to_json(params, prefix="params")
     except BayesCRLValueError as exc:

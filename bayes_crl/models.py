@@ -108,7 +108,7 @@ class LatentCausalNet(nn.Module):
 
     def shift_matrix(self) -> torch.Tensor:
         """``M = I + C`` (l, l), unit upper triangular: ``z = r M``."""
-        return torch.eye(self.n_latents) + self.shift * self.mask
+        return torch.eye(self.n_latents, dtype=self.shift.dtype, device=self.shift.device) + self.shift * self.mask
 
     def to_coords(self, z: torch.Tensor) -> torch.Tensor:
         """Decoder coordinates ``r = z M^{-1}`` of latents ``z`` (..., l)."""
@@ -139,7 +139,7 @@ class LatentCausalNet(nn.Module):
     @torch.no_grad()
     def fold_shift(self) -> None:
         """Absorb the shift into the encoder's last and the decoder's first layer and reset it to zero."""
-        self._fold(self.shift_matrix(), torch.zeros(self.n_latents))
+        self._fold(self.shift_matrix(), torch.zeros_like(self.shift[0]))
         self.shift.zero_()
 
     @torch.no_grad()
@@ -214,7 +214,8 @@ def latent_causal_model(x: torch.Tensor | None, env: torch.Tensor, *, net: Laten
     shape = net.noise_shape() if noise.name == "gamma" else None
     b = env.shape[0]
     n_total = b if n_total is None else n_total
-    with pyro.plate(OBS_PLATE, n_total, subsample=subsample if subsample is not None else torch.arange(b)):
+    rows = subsample if subsample is not None else torch.arange(b, device=env.device)
+    with pyro.plate(OBS_PLATE, n_total, subsample=rows):
         z = pyro.sample(SITE_Z, LatentANM(w[env], net.noise_loc[env], net.noise_scale()[env], net.features, noise,
                                           shape))
         if latent_only:

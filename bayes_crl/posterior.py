@@ -10,6 +10,7 @@ import networkx as nx
 import numpy as np
 import torch
 
+from bayes_crl.device import CPU, on_device
 from bayes_crl.fit_result import FitResult
 from bayes_crl.order import bootstrap_orders, positions, precedence
 from bayes_crl.rows import CHUNK_ROWS
@@ -23,7 +24,7 @@ __all__ = ["inclusion_context", "posterior_draws", "edge_indicator_draws", "edge
 
 @torch.no_grad()
 def inclusion_context(result: FitResult, x: torch.Tensor, env: torch.Tensor, *, n_order_draws: int = 0,
-                      seed: int = 0, n_latent_draws: int = N_LATENT_DRAWS) -> dict:
+                      seed: int = 0, n_latent_draws: int = N_LATENT_DRAWS, device: torch.device = CPU) -> dict:
     """What the priors need to turn draws into inclusion probabilities, and the orientation draws.
 
     Parameters
@@ -40,6 +41,9 @@ def inclusion_context(result: FitResult, x: torch.Tensor, env: torch.Tensor, *, 
         For priors with exact inclusion (:attr:`~bayes_crl.priors.EdgePrior.exact_inclusion`, the spike-and-slab):
         how many draws of the latents from ``q(z | x, u)`` (one per row each) the exact parent-set posterior is
         averaged over.
+    device : torch.device, default CPU
+        Where the encoder passes over ``x`` run (the rows move there chunk by chunk; the random draws are made
+        on the CPU, so the result does not depend on the device beyond floating point).
 
     Returns
     -------
@@ -57,7 +61,7 @@ def inclusion_context(result: FitResult, x: torch.Tensor, env: torch.Tensor, *, 
     from bayes_crl.rows import row_subset
     from bayes_crl.stages import MAX_SEARCH_ROWS
 
-    net = result.net
+    net = on_device(result.net, device)
     e, l = net.n_envs, net.n_latents
     s1 = torch.zeros(e, l, l)
     s2 = torch.zeros(e, l, l)
@@ -73,15 +77,15 @@ def inclusion_context(result: FitResult, x: torch.Tensor, env: torch.Tensor, *, 
     gen = torch.Generator().manual_seed(seed + 2)
     shift = net.shift_matrix()
     for i in range(0, n, CHUNK_ROWS):  # chunked: memory does not grow with N
-        loc, scale, u = net.encoder.forward_full(x[i:i + CHUNK_ROWS], env[i:i + CHUNK_ROWS])
-        z = loc @ shift  # posterior means (as encode)
+        loc, scale, u = net.encoder.forward_full(x[i:i + CHUNK_ROWS].to(device), env[i:i + CHUNK_ROWS].to(device))
+        z = (loc @ shift).to(CPU)  # posterior means (as encode)
         # the parents' features on latents drawn from q(z | x, u), one draw per row: the model's noise scales are
         # those of latents drawn from q (their variance includes q's), so the explained variance is measured on the
         # same footing (on posterior means it comes out smaller, and weak edges fall below min_effect)
-        w = scale * torch.randn(loc.shape, generator=gen)
+        w = scale * torch.randn(loc.shape, generator=gen).to(device)
         if u is not None:
             w = (w.unsqueeze(-2) @ u).squeeze(-2)
-        feats = net.features((loc + w) @ shift)  # (B, l, l)
+        feats = net.features((loc + w) @ shift).to(CPU)  # (B, l, l)
         s1.index_add_(0, env[i:i + CHUNK_ROWS], feats)
         s2.index_add_(0, env[i:i + CHUNK_ROWS], feats**2)
         if n_order_draws > 0:
@@ -92,13 +96,14 @@ def inclusion_context(result: FitResult, x: torch.Tensor, env: torch.Tensor, *, 
     exact = getattr(result.prior, "exact_inclusion", False)
     mean, sq = s1 / counts[:, None, None], s2 / counts[:, None, None]
     var = (sq - mean**2).clamp(min=0)  # (E, l, l)
-    scale2 = net.noise_scale() ** 2  # (E, l)
+    scale2 = result.net.noise_scale() ** 2  # (E, l)
     snr_env = var / scale2[:, None, :]
     wgt = counts[:, None] * scale2
     ctx = {"n_per_env": float(counts.mean()), "snr": snr_env.mean(0), "snr_env": snr_env,
            "env_weight": wgt / wgt.sum(0, keepdim=True)}
     if exact:
-        ctx["parent_stats"], ctx["parent_counts"] = _latent_draw_statistics(net, x, env, n_latent_draws, seed)
+        ctx["parent_stats"], ctx["parent_counts"] = _latent_draw_statistics(net, x, env, n_latent_draws, seed,
+                                                                            device)
         ctx["seed"] = int(seed)
     if n_order_draws > 0 and l > 1:
         z = z_keep.double().numpy()
@@ -111,10 +116,11 @@ def inclusion_context(result: FitResult, x: torch.Tensor, env: torch.Tensor, *, 
 
 
 @torch.no_grad()
-def _latent_draw_statistics(net, x: torch.Tensor, env: torch.Tensor, k: int, seed: int) -> tuple[torch.Tensor,
-                                                                                                   torch.Tensor]:
+def _latent_draw_statistics(net, x: torch.Tensor, env: torch.Tensor, k: int, seed: int,
+                            device: torch.device = CPU) -> tuple[torch.Tensor, torch.Tensor]:
     """Within-environment centred cross-products of ``(phi_.i(z), z_i)`` for ``k`` draws of ``z ~ q(z | x, u)``
-    (:func:`bayes_crl.parent_sets.child_statistics`), accumulated in float64 chunk by chunk.
+    (:func:`bayes_crl.parent_sets.child_statistics`), accumulated in float64 chunk by chunk (``net`` on
+    ``device``, the rows moved there chunk by chunk).
 
     Returns ``stats`` (k, E, l, l + 1, l + 1) and ``counts`` (k, E) float64 tensors.
     """
@@ -125,14 +131,14 @@ def _latent_draw_statistics(net, x: torch.Tensor, env: torch.Tensor, k: int, see
     m1 = torch.zeros(k, e, l, l + 1, dtype=torch.float64)
     m2 = torch.zeros(k, e, l, l + 1, l + 1, dtype=torch.float64)
     for i in range(0, n, CHUNK_ROWS):
-        loc, scale, u = net.encoder.forward_full(x[i:i + CHUNK_ROWS], env[i:i + CHUNK_ROWS])
         ev = env[i:i + CHUNK_ROWS]
+        loc, scale, u = net.encoder.forward_full(x[i:i + CHUNK_ROWS].to(device), ev.to(device))
         for r in range(k):
-            w = scale * torch.randn(loc.shape, generator=gen)
+            w = scale * torch.randn(loc.shape, generator=gen).to(device)
             if u is not None:
                 w = (w.unsqueeze(-2) @ u).squeeze(-2)
             z = (loc + w) @ shift
-            v = torch.cat([net.features(z).transpose(-1, -2), z.unsqueeze(-1)], -1).double()  # (B, l, l + 1)
+            v = torch.cat([net.features(z).transpose(-1, -2), z.unsqueeze(-1)], -1).to(CPU).double()  # (B, l, l + 1)
             m1[r].index_add_(0, ev, v)
             m2[r].index_add_(0, ev, v.unsqueeze(-1) * v.unsqueeze(-2))
     cnt = torch.bincount(env, minlength=e).double()

@@ -158,12 +158,13 @@ class Horseshoe(EdgePrior):
 
     def sample(self, n_envs, mask):
         l = mask.shape[0]
-        tau = pyro.sample("edge_tau", dist.HalfCauchy(torch.tensor(self.global_scale)))
+        tau = pyro.sample("edge_tau", dist.HalfCauchy(torch.tensor(self.global_scale, device=mask.device)))
         m2, m3 = mask.bool(), mask.expand(n_envs, l, l).bool()
-        lam = pyro.sample("edge_lambda", dist.HalfCauchy(torch.ones(l, l)).mask(m2).to_event(2))
+        lam = pyro.sample("edge_lambda", dist.HalfCauchy(torch.ones(l, l, device=mask.device)).mask(m2).to_event(2))
         scale = (tau * self._lam_reg(tau, lam)).expand(n_envs, l, l)
         if self.env_scales:
-            scale = scale * pyro.sample("edge_nu", dist.HalfCauchy(torch.ones(n_envs, l, l)).mask(m3).to_event(3))
+            nu = dist.HalfCauchy(torch.ones(n_envs, l, l, device=mask.device)).mask(m3).to_event(3)
+            scale = scale * pyro.sample("edge_nu", nu)
         w = pyro.sample("edge_weight", dist.Normal(torch.zeros_like(scale), scale).mask(m3).to_event(3))
         return w * mask
 
@@ -228,7 +229,8 @@ class SpikeAndSlab(EdgePrior):
     def sample(self, n_envs, mask):
         l = mask.shape[0]
         m3 = mask.expand(n_envs, l, l).bool()
-        w = pyro.sample("edge_weight", dist.Normal(torch.zeros(n_envs, l, l), self.slab_scale).mask(m3).to_event(3))
+        slab = dist.Normal(torch.zeros(n_envs, l, l, device=mask.device), self.slab_scale)
+        w = pyro.sample("edge_weight", slab.mask(m3).to_event(3))
         return w * mask
 
     def indicators(self, draws, context):
@@ -291,13 +293,13 @@ class LaplacePrior(EdgePrior):
     def sites(self, n_envs, n_latents):
         return [SiteSpec("edge_weight", (n_envs, n_latents, n_latents), "real", True, point=True)]
 
-    def _dist(self, n_envs, l):
-        return dist.Laplace(torch.zeros(n_envs, l, l), self.scale)
+    def _dist(self, n_envs, l, device=None):
+        return dist.Laplace(torch.zeros(n_envs, l, l, device=device), self.scale)
 
     def sample(self, n_envs, mask):
         l = mask.shape[0]
         m3 = mask.expand(n_envs, l, l).bool()
-        w = pyro.sample("edge_weight", self._dist(n_envs, l).mask(m3).to_event(3))
+        w = pyro.sample("edge_weight", self._dist(n_envs, l, mask.device).mask(m3).to_event(3))
         return w * mask
 
     def indicators(self, draws, context):
@@ -312,8 +314,8 @@ class FlatPrior(LaplacePrior):
     scale: float = 10.0
     name: ClassVar[str] = "none"
 
-    def _dist(self, n_envs, l):
-        return dist.Normal(torch.zeros(n_envs, l, l), self.scale)
+    def _dist(self, n_envs, l, device=None):
+        return dist.Normal(torch.zeros(n_envs, l, l, device=device), self.scale)
 
 
 PRIORS = {"horseshoe": Horseshoe, "spike_slab": SpikeAndSlab, "laplace": LaplacePrior, "none": FlatPrior}

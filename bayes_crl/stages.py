@@ -29,6 +29,7 @@ from pyro import poutine
 from pyro.infer import Trace_ELBO
 
 from bayes_crl import unmix as unmixing
+from bayes_crl.device import CPU, module_device
 from bayes_crl.fit_config import FitConfig
 from bayes_crl.guides import GlobalGuide, latent_causal_guide
 from bayes_crl.metrics import match_latents, mpc
@@ -67,8 +68,11 @@ class NonFiniteLossError(FloatingPointError):
 
 @torch.no_grad()
 def encode(net: LatentCausalNet, x: torch.Tensor, env: torch.Tensor, batch_size: int = 8192) -> torch.Tensor:
-    """Posterior-mean latents ``E_q[z | x, u]`` (N, l)."""
-    out = [net.encode_mean(x[i:i + batch_size], env[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    """Posterior-mean latents ``E_q[z | x, u]`` (N, l), on the CPU; computed on ``net``'s device, to which the
+    rows move ``batch_size`` at a time."""
+    dev = module_device(net)
+    out = [net.encode_mean(x[i:i + batch_size].to(dev), env[i:i + batch_size].to(dev)).to(CPU)
+           for i in range(0, len(x), batch_size)]
     return torch.cat(out)
 
 
@@ -129,8 +133,8 @@ class FitContext:
 
     def __init__(self, x: torch.Tensor, env: torch.Tensor, *, n_latents: int, n_envs: int, prior: EdgePrior,
                  noise: NoiseFamily, cfg: FitConfig, progress: bool = False, callback=None,
-                 checkpoint_dir: str | None = None, checkpoint_every: int = 500):
-        self.x, self.env, self.cfg = x, env, cfg
+                 checkpoint_dir: str | None = None, checkpoint_every: int = 500, device: torch.device = CPU):
+        self.x, self.env, self.cfg, self.device = x, env, cfg, device
         self.n, self.d = x.shape
         self.n_latents, self.n_envs, self.prior, self.noise = n_latents, n_envs, prior, noise
         # Warm-ups use the paper's point-estimate L1 prior whatever the final prior: with variational strengths
@@ -162,6 +166,15 @@ class FitContext:
         """Posterior-mean latents of ``run`` on the search rows (N_s, l)."""
         return encode(run.net, self.xs, self.es).numpy()
 
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Rows ``idx`` (B,) of the data as ``(x (B, d), env (B,), idx (B,))`` on the fit's device."""
+        dev = self.device
+        return self.x[idx].to(dev), self.env[idx].to(dev), idx.to(dev)
+
+    def matrix(self, a) -> torch.Tensor:
+        """``a`` (an array from a stage's numpy code) as a tensor of the data's dtype on the fit's device."""
+        return torch.as_tensor(np.asarray(a), dtype=self.x.dtype, device=self.device)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
@@ -174,8 +187,8 @@ class Run:
         cfg = ctx.cfg
         torch.manual_seed(seed)
         self.net = LatentCausalNet(ctx.d, ctx.n_envs, ctx.n_latents, hidden=cfg.hidden, nonlinear=cfg.nonlinear,
-                                   encoder_env=True, min_obs_scale=cfg.min_obs_scale, full_cov=True)
-        self.gg = GlobalGuide(prior, ctx.n_envs, ctx.n_latents)
+                                   encoder_env=True, min_obs_scale=cfg.min_obs_scale, full_cov=True).to(ctx.device)
+        self.gg = GlobalGuide(prior, ctx.n_envs, ctx.n_latents).to(ctx.device)
         self.params = list(self.net.parameters()) + list(self.gg.parameters())
         self.opt = _adam(self.params, cfg.lr)
         self.gen = torch.Generator().manual_seed(seed)
@@ -260,10 +273,10 @@ def run_steps(ctx: FitContext, run: Run, steps: range, loss_store: np.ndarray, *
         try:
             with pyro.validation_enabled(step == steps.start or run.bad > 0), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", "Encountered NaN", UserWarning)  # rejected below
-                loss = ctx.elbo.differentiable_loss(latent_causal_model, latent_causal_guide, ctx.x[idx],
-                                                    ctx.env[idx], net=run.net, prior=step_prior, noise=ctx.noise,
-                                                    n_total=n, subsample=idx, global_guide=run.gg,
-                                                    latent_only=latent_only)
+                xb, eb, ib = ctx.batch(idx)
+                loss = ctx.elbo.differentiable_loss(latent_causal_model, latent_causal_guide, xb, eb, net=run.net,
+                                                    prior=step_prior, noise=ctx.noise, n_total=n, subsample=ib,
+                                                    global_guide=run.gg, latent_only=latent_only)
             why = None
         except ValueError as err:  # Pyro/torch argument validation rejects NaN parameters of a distribution
             loss, why = torch.tensor(float("nan")), str(err).splitlines()[0]
@@ -372,16 +385,16 @@ def run_steps_batched(ctx: FitContext, runs: list[Run], steps: range, stores: li
                 try:
                     with torch.no_grad(), pyro.validation_enabled(True), warnings.catch_warnings():
                         warnings.filterwarnings("ignore", "Encountered NaN", UserWarning)
-                        ctx.elbo.differentiable_loss(latent_causal_model, latent_causal_guide, ctx.x[idx[r]],
-                                                     ctx.env[idx[r]], net=run.net, prior=ctx.warm_prior,
-                                                     noise=ctx.noise, n_total=n, subsample=idx[r],
-                                                     global_guide=run.gg)
+                        xb, eb, ib = ctx.batch(idx[r])
+                        ctx.elbo.differentiable_loss(latent_causal_model, latent_causal_guide, xb, eb, net=run.net,
+                                                     prior=ctx.warm_prior, noise=ctx.noise, n_total=n,
+                                                     subsample=ib, global_guide=run.gg)
                 except ValueError as err:
                     why[r] = str(err).splitlines()[0]
         opt.zero_grad()
         with pyro.validation_enabled(False):
-            loss = batched_loss(params, buffers, ctx.x[idx], ctx.env[idx], idx)
-        ok = torch.isfinite(loss) & torch.tensor([w is None for w in why])
+            loss = batched_loss(params, buffers, *ctx.batch(idx))
+        ok = torch.isfinite(loss) & torch.tensor([w is None for w in why], device=loss.device)
         torch.where(ok, loss, torch.zeros_like(loss)).sum().backward()
         with torch.no_grad():
             graded = [t for t in tensors if t.grad is not None]  # e.g. the gamma shape has none with other noise
@@ -427,7 +440,7 @@ def identify(ctx: FitContext, run: Run, n_starts: int) -> float:
     a, b, loss = unmixing.sparse_unmixing(z, ctx.es_np, seed=ctx.cfg.seed, n_starts=n_starts)
     perm = match_latents(z, z @ a + b)[0]
     a, b = a[:, perm], b[perm]
-    run.net.apply_linear_map(torch.as_tensor(a, dtype=ctx.x.dtype), torch.as_tensor(b, dtype=ctx.x.dtype))
+    run.net.apply_linear_map(ctx.matrix(a), ctx.matrix(b))
     return loss
 
 
@@ -442,9 +455,11 @@ def identify_warm_ups(ctx: FitContext, runs: list[Run]) -> list[float] | None:
 
 @torch.no_grad()
 def _regression_init(net: LatentCausalNet, z: torch.Tensor, env: torch.Tensor) -> torch.Tensor:
-    """Per-environment least squares of each latent on the earlier slots (identity features).
+    """Per-environment least squares of each latent on the earlier slots (identity features), on the CPU
+    (``z`` (N, l), ``env`` (N,)).
 
-    Sets the noise locations/scales of ``net`` from the residuals and returns the strengths (E, l, l).
+    Sets the noise locations/scales of ``net`` from the residuals and returns the strengths (E, l, l) on
+    ``net``'s device.
     """
     e, l = net.n_envs, net.n_latents
     w = torch.zeros(e, l, l)
@@ -463,7 +478,7 @@ def _regression_init(net: LatentCausalNet, z: torch.Tensor, env: torch.Tensor) -
             loc[u, i], log_scale[u, i] = r.mean(), r.std().clamp(min=1e-3).log()
     net.noise_loc.copy_(loc)
     net.noise_log_scale.copy_(log_scale)
-    return w * net.mask
+    return w.to(net.mask.device) * net.mask
 
 
 def _agreement(zs: list[np.ndarray]) -> np.ndarray:
@@ -540,7 +555,7 @@ def search_order(ctx: FitContext, run: Run, tables: np.ndarray | None = None, sh
         new_order = greedy_order(ctx.latents(run), ctx.es_np, seed=ctx.cfg.seed)[0]
     if new_order == list(range(l)):
         return ctx.order
-    run.net.permute_latents(torch.as_tensor(new_order))
+    run.net.permute_latents(torch.as_tensor(new_order, device=ctx.device))
     return tuple(ctx.order[k] for k in new_order)
 
 
@@ -552,7 +567,7 @@ def centre(ctx: FitContext, run: Run) -> None:
     # refitted noise match the latents exactly, and their small errors then came out as edges (random l=5
     # SHD 4, 8, 5 against 2, 1, 1; BENCHMARKS.md). Left as is, the refit's noise scale is somewhat larger than
     # the latents' residual scale.
-    run.net.apply_linear_map(torch.as_tensor(a, dtype=ctx.x.dtype), torch.zeros(ctx.n_latents, dtype=ctx.x.dtype))
+    run.net.apply_linear_map(ctx.matrix(a), ctx.matrix(np.zeros(ctx.n_latents)))
 
 
 def children(ctx: FitContext, run: Run) -> None:
@@ -562,13 +577,13 @@ def children(ctx: FitContext, run: Run) -> None:
     a, info = unmixing.children_map(ctx.latents(run), ctx.es_np)
     ctx.history["children_map"] = info
     ctx.history["children_map_matrix"] = a.tolist()
-    run.net.apply_linear_map(torch.as_tensor(a, dtype=ctx.x.dtype), torch.zeros(ctx.n_latents, dtype=ctx.x.dtype))
+    run.net.apply_linear_map(ctx.matrix(a), ctx.matrix(np.zeros(ctx.n_latents)))
 
 
 def restart_edge_posterior(ctx: FitContext, run: Run) -> None:
     """A fresh edge posterior for the requested prior, started from per-environment least squares in the
     current slots (which also resets the noise parameters), and a new optimizer at the current learning rate."""
-    run.gg = GlobalGuide(ctx.prior, ctx.n_envs, ctx.n_latents)
+    run.gg = GlobalGuide(ctx.prior, ctx.n_envs, ctx.n_latents).to(ctx.device)
     run.gg.init_from_weights(_regression_init(run.net, encode(run.net, ctx.xs, ctx.es), ctx.es))
     run.params = list(run.net.parameters()) + list(run.gg.parameters())
     run.opt = _adam(run.params, run.opt.param_groups[0]["lr"])
