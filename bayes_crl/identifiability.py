@@ -35,6 +35,12 @@ mixture of them. Every per-environment distribution of the pair is then Gaussian
 linear coordinates of the pair fits it exactly, and the mixture that makes the edge vanish in some *other*
 environment satisfies (iv) as well. Such a pair is identified only as far as the rest of the graph's sparsity
 constrains it; nonlinear mechanisms or non-Gaussian noise are what separate it (the additive-noise asymmetry).
+This holds for **roots** too, so the root guarantee of Theorem 2.5 does not carry over to linear-Gaussian
+latents: a root shifted along a later latent (``z_r + c z_k``) can leave every environment's likelihood
+unchanged (for a complete graph, along every later latent), and then only condition (iv) of its outgoing edges
+(through the sparsity it creates) or non-Gaussian noise tells the shifted root from the true one. On three
+outside data sets the likelihood is flat to 1e-4 nats per row along such shifts (BENCHMARKS.md, "Which roots the
+likelihood identifies"; ``benchmarks/root_likelihood.py``).
 The benchmark's worst latents are adjacent pairs mixed this way, with the default nonlinear model too
 (``BENCHMARKS.md``; ``benchmarks/pair_mixing.py``).
 
@@ -347,7 +353,9 @@ def assess_identifiability(inclusion: Any, weight_draws: Any, n_envs: int, names
         caveats.append(f"With linear mechanisms and Gaussian noise the model cannot tell the two latents of an edge "
                        f"({_join(edges)}) from a linear mixture of them that makes the edge vanish in another "
                        "environment: such a pair is identified only as far as the rest of the graph constrains it. "
-                       "Nonlinear mechanisms or non-Gaussian noise separate it.")
+                       "This holds for roots too: a root shifted along a later latent can fit every environment "
+                       "equally well (BENCHMARKS.md, 'Which roots the likelihood identifies'). Nonlinear mechanisms "
+                       "or non-Gaussian noise separate them.")
     summary = "\n".join([head] + [f"- {t.message}" for t in latents] + [f"Caveat: {c}" for c in caveats])
     return IdentifiabilityReport(latents=tuple(latents), n_latents=l, n_envs=e, min_envs=2 * l + 1,
                                  enough_envs=enough, threshold=threshold, prob=prob, vanish_tol=vanish_tol,
