@@ -13,10 +13,14 @@ How the work is split (``world`` processes):
   of the full negative ELBO, and the average of the processes' gradients, which DDP computes, is the gradient
   of the single-process loss on the whole minibatch (the draws from the guide differ). The replicas start from
   process 0's parameters (DDP broadcasts them) and stay equal.
-- **The other stages** (the warm-ups on all rows; sparse unmixing, order searches and the children map on the
-  bounded search rows, ``MAX_SEARCH_ROWS``; the refit of the latent model) run in every process with the same
-  seed, so every process holds the same result; the order chosen by process 0 is broadcast after each main-phase
-  segment, so a process whose floating point differed cannot disagree about it.
+- **The stages between and after the main-phase segments** (the recheck at ``recheck_frac``: sparse unmixing,
+  order search, centring and a fresh edge posterior; the final identification with the children map and the
+  refit of the latent model; the estimator's posterior summary) need all the (bounded, ``MAX_SEARCH_ROWS``)
+  search rows at once: they run in process 0 only, and their result (parameters, slot order, diagnostics,
+  summaries) is broadcast to the others (:meth:`LightningSteps.once`, :func:`bayes_crl.stages.run_once`), so
+  every process ends with process 0's model whatever its own floating point would have given.
+- **The warm-ups** run before the first segment starts the processes' group, in every process with the same seed
+  (every process computes the same warm-ups and the same first identification).
 
 Lightning is an optional dependency (``pip install 'bayes-crl[distributed]'``); install it after torch so that
 pip keeps the torch already present.
@@ -142,6 +146,20 @@ class LightningSteps:
         self.devices, self.num_nodes, self.strategy, self.accelerator = devices, num_nodes, strategy, accelerator
         self.trainer_kwargs = trainer_kwargs
         self.world_size = devices * num_nodes
+        self._strategy = None  # the strategy of the last segment: its process group serves once()
+
+    def once(self, fn):
+        """Run ``fn()`` in process 0 and broadcast its return value to every process.
+
+        Returns ``(value, ran_here)``: ``ran_here`` is True in the process that ran ``fn``. Before the first
+        segment (no process group yet) or with a single process, ``fn`` runs here.
+        """
+        strategy = self._strategy
+        if strategy is None or strategy.world_size == 1:
+            return fn(), True
+        here = strategy.global_rank == 0
+        value = fn() if here else None
+        return strategy.broadcast(value, src=0), here
 
     def __call__(self, ctx, run, steps: range, losses: np.ndarray) -> None:
         cfg = ctx.cfg
@@ -166,6 +184,7 @@ class LightningSteps:
         module.to(ctx.device)  # back to the fit's device for the stages after the main phase
         got = np.asarray(module.step_losses[:len(steps)])
         losses[steps.start:steps.start + len(got)] = got
+        self._strategy = trainer.strategy
         ctx.order = tuple(trainer.strategy.broadcast(list(ctx.order), src=0))
         if ctx.bar is not None:
             ctx.bar.update(len(steps))

@@ -328,18 +328,20 @@ class LatentCausalModel(BaseEstimator):
             self.fit_seconds_ = time.perf_counter() - t0
             self.loss_ = self.result_.losses
             self.latent_names_ = tuple(f"z{i}" for i in range(l))
-            self._summarise(xt, et, seed)
+            once = getattr(main_phase, "once", None)  # several processes: summarise in one, share the result
+            summary = self._summary(xt, et, seed) if once is None else once(lambda: self._summary(xt, et, seed))[0]
+            for name, value in summary.items():
+                setattr(self, name, value)
         return self
 
-    def _summarise(self, xt: torch.Tensor, et: torch.Tensor, seed: int) -> None:
+    def _summary(self, xt: torch.Tensor, et: torch.Tensor, seed: int) -> dict:
+        """The fitted posterior summaries, by attribute name."""
         ctx = inclusion_context(self.result_, xt, et, n_order_draws=self._n_order_draws(), seed=seed,
                                 device=resolve_device(self.device, "device", _NAME))
-        self._inclusion_context = ctx
-        self.edge_orientation_ = edge_orientation(ctx)
-        self.edge_inclusion_ = edge_inclusion(self.result_, ctx, self.num_posterior_samples, seed)
         draws = posterior_draws(self.result_, self.num_posterior_samples, seed)
-        self.edge_weight_ = draws["weight"].mean(0)
-        self._weight_draws = draws["weight"]
+        return {"_inclusion_context": ctx, "edge_orientation_": edge_orientation(ctx),
+                "edge_inclusion_": edge_inclusion(self.result_, ctx, self.num_posterior_samples, seed),
+                "edge_weight_": draws["weight"].mean(0), "_weight_draws": draws["weight"]}
 
     def _n_order_draws(self) -> int:
         if not self.order_search or self.n_latents < 2:

@@ -26,8 +26,8 @@ from bayes_crl.fit_result import FitResult
 from bayes_crl.noise import NoiseFamily
 from bayes_crl.priors import EdgePrior
 from bayes_crl.stages import (FitContext, NonFiniteLossError, centre, encode, final_identification, identify_warm_ups,
-                              recheck, refit_latent_model, restart_edge_posterior, resume_from_checkpoint, run_steps,
-                              search_order, select_restart, warm_up)
+                              recheck, refit_latent_model, restart_edge_posterior, resume_from_checkpoint, run_once,
+                              run_steps, search_order, select_restart, warm_up)
 
 __all__ = ["FitResult", "FitConfig", "fit_svi", "NonFiniteLossError", "encode"]
 
@@ -87,7 +87,9 @@ min_obs_scale, unmix, final_order_check, refit_frac, seed, max_bad_steps
         ``main_phase(ctx, run, steps, losses)`` runs the main phase's SVI steps ``steps`` (a ``range``) of ``run``
         in place and writes each step's loss per row to ``losses[step]``; default
         :func:`bayes_crl.stages.run_steps`. :class:`bayes_crl.distributed.LightningSteps` runs them on PyTorch
-        Lightning (several processes, GPUs or nodes).
+        Lightning (several processes, GPUs or nodes); a main phase with a ``once(fn)`` method also runs the
+        stages between and after its segments in one process and shares their result
+        (:func:`bayes_crl.stages.run_once`).
     device : str or torch.device, default "cpu"
         Where the SVI steps and the encoder passes run: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (a GPU
         where CUDA is available); :func:`bayes_crl.device.resolve_device` raises a clear error for a CUDA device
@@ -129,16 +131,22 @@ min_obs_scale, unmix, final_order_check, refit_frac, seed, max_bad_steps
         steps = run_steps if main_phase is None else main_phase
         if start < second < cfg.num_steps:
             steps(ctx, run, range(start, second), ctx.losses)
-            recheck(ctx, run, second)
+            run_once(ctx, run, lambda: recheck(ctx, run, second), "recheck", main_phase)
             start = second
         steps(ctx, run, range(start, cfg.num_steps), ctx.losses)
-        if cfg.final_order_check and ctx.searches_order and final_identification(ctx, run):
-            refit_latent_model(ctx, run)
+        if cfg.final_order_check and ctx.searches_order:
+            run_once(ctx, run, lambda: _final(ctx, run), "final_identification", main_phase)
         ctx.close()
         run.net.to(CPU)
         run.gg.to(CPU)
     return FitResult(net=run.net, global_guide=run.gg, prior=prior, noise=noise, losses=ctx.losses,
                      order=ctx.order, n_rejected=run.n_rej, history=ctx.history)
+
+
+def _final(ctx, run) -> None:
+    """The final identification and, when it changed the coordinates or the order, the refit."""
+    if final_identification(ctx, run):
+        refit_latent_model(ctx, run)
 
 
 def _only_config(config: FitConfig, given: FitConfig) -> FitConfig:

@@ -42,7 +42,7 @@ from bayes_crl.rows import CHUNK_ROWS, row_subset
 __all__ = ["FitContext", "Run", "NonFiniteLossError", "encode", "run_steps", "warm_up", "identify",
            "run_steps_batched", "identify_warm_ups", "select_restart", "order_votes", "search_order", "centre", "children",
            "restart_edge_posterior", "recheck", "final_identification", "refit_latent_model",
-           "resume_from_checkpoint", "checkpoint_config", "MAX_SEARCH_ROWS", "RESTART_OUTLIER_DROP"]
+           "resume_from_checkpoint", "checkpoint_config", "run_once", "MAX_SEARCH_ROWS", "RESTART_OUTLIER_DROP"]
 
 # order searches, unmixings and least-squares restarts use at most this many rows (a fixed random subset), so
 # their memory does not grow with N
@@ -650,3 +650,40 @@ def refit_latent_model(ctx: FitContext, run: Run) -> None:
         for p in held:
             p.requires_grad_(True)
     ctx.history["refit_losses"] = refit.tolist()
+
+
+def _stage_state(ctx: FitContext, run: Run) -> dict:
+    """What a stage between SVI segments changes: the run's parameters, the slot order, the diagnostics and the
+    loss record."""
+    return {"net": run.net.state_dict(), "global_guide": run.gg.state_dict(), "order": ctx.order,
+            "history": ctx.history, "losses": ctx.losses}
+
+
+def _load_stage_state(ctx: FitContext, run: Run, state: dict) -> None:
+    """Take over a stage's result computed in another process (:func:`_stage_state` there)."""
+    run.gg = GlobalGuide(ctx.prior, ctx.n_envs, ctx.n_latents).to(ctx.device)
+    run.net.load_state_dict(state["net"])
+    run.gg.load_state_dict(state["global_guide"])
+    run.params = list(run.net.parameters()) + list(run.gg.parameters())
+    run.opt = _adam(run.params, run.opt.param_groups[0]["lr"])
+    ctx.order, ctx.history = tuple(state["order"]), dict(state["history"])
+    ctx.losses = np.asarray(state["losses"], dtype=np.float64).copy()
+
+
+def run_once(ctx: FitContext, run: Run, stage, name: str, main_phase=None) -> None:
+    """Run ``stage()`` (a stage between SVI segments, which changes ``run`` and ``ctx``) in one process.
+
+    With a ``main_phase`` that spans several processes and offers ``once(fn) -> (value, ran_here)`` (:class:`
+    bayes_crl.distributed.LightningSteps`), the stage runs in process 0 only and every other process takes over its
+    result (parameters, order, diagnostics, losses); ``name`` is then recorded in ``ctx.history["stages_received"]``
+    of those processes. Otherwise ``stage()`` simply runs here.
+    """
+    once = getattr(main_phase, "once", None)
+    if once is None:
+        stage()
+        return
+    state, ran_here = once(lambda: (stage(), _stage_state(ctx, run))[1])
+    if not ran_here:
+        received = ctx.history.get("stages_received", [])
+        _load_stage_state(ctx, run, state)
+        ctx.history["stages_received"] = received + [name]
