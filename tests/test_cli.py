@@ -137,6 +137,7 @@ def test_overwrite_replaces_results(sim_path, tmp_path):
     ["fit", "{sim}", "--prior", "horsehoe", "--out", "{tmp}/r"],
     ["fit", "{sim}", "--steps", "0", "--out", "{tmp}/r"],
     ["fit", "{sim}", "--latents", "9", "--steps", "2", "--restarts", "1", "--no-progress", "--out", "{tmp}/r"],
+    ["fit", "{sim}", "--device", "tpu", "--steps", "2", "--restarts", "1", "--no-progress", "--out", "{tmp}/r"],
     ["report", "{tmp}/no_run"],
     ["simulate", "--latents", "3", "--obs-dims", "2", "--envs", "3", "--rows-per-env", "5", "--out", "{tmp}/s"],
     [],
