@@ -39,7 +39,7 @@ def resolve_device(device, name: str = "device", owner: str | None = None) -> to
     """
     where = f"The '{name}' parameter" + (f" of {owner}" if owner else "")
     if isinstance(device, str) and device == "auto":
-        return torch.device("cuda") if torch.cuda.is_available() else CPU
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if not isinstance(device, (str, torch.device)):
         raise BayesCRLValueError(f"{where} must be 'cpu', 'cuda', 'cuda:N', 'auto' or a torch.device. "
                                  f"Got {device!r} instead.")
@@ -59,7 +59,8 @@ def resolve_device(device, name: str = "device", owner: str | None = None) -> to
     if dev.index is not None and dev.index >= torch.cuda.device_count():
         raise BayesCRLValueError(f"{where} is {device!r}, but this machine has {torch.cuda.device_count()} CUDA "
                                  "device(s).")
-    return dev
+    # with its index, so that it compares equal to the device of tensors placed on it
+    return dev if dev.index is not None else torch.device("cuda", torch.cuda.current_device())
 
 
 def module_device(module: torch.nn.Module) -> torch.device:

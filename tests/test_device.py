@@ -40,6 +40,18 @@ def test_cuda_without_cuda_is_a_clear_error(no_cuda, device):
         resolve_device(device, "device", "f")
 
 
+def test_cuda_resolution_with_two_gpus(monkeypatch):
+    """The resolution logic where CUDA is present (mocked: no GPU is needed to check it)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert resolve_device("cuda") == torch.device("cuda", 0)
+    assert resolve_device("auto") == torch.device("cuda", 0)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(BayesCRLValueError, match=r"'cuda:3', but this machine has 2 CUDA device\(s\)"):
+        resolve_device("cuda:3")
+
+
 @pytest.mark.parametrize("device, match", [("gpu0", "must be 'cpu', 'cuda', 'cuda:N', 'auto' or a torch.device. "
                                                    "Got 'gpu0'"),
                                            (0, "Got 0 instead"),
