@@ -35,14 +35,15 @@ mixture of them. Every per-environment distribution of the pair is then Gaussian
 linear coordinates of the pair fits it exactly, and the mixture that makes the edge vanish in some *other*
 environment satisfies (iv) as well. Such a pair is identified only as far as the rest of the graph's sparsity
 constrains it; nonlinear mechanisms or non-Gaussian noise are what separate it (the additive-noise asymmetry).
-This holds for **roots** too, so the root guarantee of Theorem 2.5 does not carry over to linear-Gaussian
-latents: a root shifted along a later latent (``z_r + c z_k``) can leave every environment's likelihood
-unchanged (for a complete graph, along every later latent), and then only condition (iv) of its outgoing edges
-(through the sparsity it creates) or non-Gaussian noise tells the shifted root from the true one. On three
-outside data sets the likelihood is flat to 1e-4 nats per row along such shifts (BENCHMARKS.md, "Which roots the
-likelihood identifies"; ``benchmarks/root_likelihood.py``).
 The benchmark's worst latents are adjacent pairs mixed this way, with the default nonlinear model too
 (``BENCHMARKS.md``; ``benchmarks/pair_mixing.py``).
+
+The same holds for **roots**, so the root guarantee of Theorem 2.5 does not carry over to linear-Gaussian
+latents: a root shifted along a later latent (``z_r + c z_k``) can leave every environment's likelihood
+unchanged (for a complete graph, along every later latent), and then only condition (iv) of its outgoing edges
+(through the sparsity it creates) or non-Gaussian noise tells the shifted root from the true one. On four
+outside data sets (and along three of four shifts on a fifth) the likelihood is flat to 1e-4 nats per row along
+such shifts (BENCHMARKS.md, "Which roots the likelihood identifies"; ``benchmarks/root_likelihood.py``).
 
 :func:`assess_identifiability` is the pure function on arrays; :func:`identifiability_report` applies it
 to a fitted :class:`~bayes_crl.LatentCausalModel`.
