@@ -14,7 +14,7 @@ How the work is split (``world`` processes):
   of the single-process loss on the whole minibatch (the draws from the guide differ). The replicas start from
   process 0's parameters (DDP broadcasts them) and stay equal.
 - **The stages between and after the main-phase segments** (the recheck at ``recheck_frac``: sparse unmixing,
-  order search, centring and a fresh edge posterior; the final identification with the children map and the
+  order search, centring and a fresh edge posterior; the final identification and the
   refit of the latent model; the estimator's posterior summary) need all the (bounded, ``MAX_SEARCH_ROWS``)
   search rows at once: they run in process 0 only, and their result (parameters, slot order, diagnostics,
   summaries) is broadcast to the others (:meth:`LightningSteps.once`, :func:`bayes_crl.stages.run_once`), so

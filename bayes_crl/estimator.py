@@ -100,11 +100,7 @@ class LatentCausalModel(BaseEstimator):
         centring the final MPC from a median 0.940 to 0.963 (BENCHMARKS.md). The search after the warm-ups
         starts from many random maps; the later ones descend from the current coordinates only
         (:func:`bayes_crl.stages.identify` with one start): on fitted latents a many-start search often jumps
-        to a wrong basin of the sparsity criterion, which nonlinear mechanisms bias (BENCHMARKS.md). On the
-        final latents, every latent with children then takes the flat direction ``z_i - c z_parent`` under
-        which it carries its children's dependence on its parents (:func:`bayes_crl.unmix.children_map`): the
-        centring convention alone leaves the middle latent of a chain mixed with its parent and puts in a false
-        grandparent edge (chain l = 3: SHD 0 on 4 of 5 seeds against 2 of 5, BENCHMARKS.md).
+        to a wrong basin of the sparsity criterion, which nonlinear mechanisms bias (BENCHMARKS.md).
     min_obs_scale : float, default 0.1
         Floor of the decoder noise scale, in units of the standardised ``x``: keeps the prior's say in the
         ELBO when the observation noise is tiny (with a free scale the fit becomes a near-deterministic

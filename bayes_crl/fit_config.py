@@ -55,9 +55,8 @@ class FitConfig:
         sparsity is what identifies them.
     final_order_check : bool
         Identify the final latents once more (with ``unmix``: unmix, search the order with the model's own
-        mechanism class, ``shared=True`` in :func:`bayes_crl.order.best_order`, centre, then let every latent
-        with children carry its children's dependence on its parents, :func:`bayes_crl.unmix.children_map`) and
-        refit the latent causal model in those coordinates with the encoder, decoder and shift held fixed.
+        mechanism class, ``shared=True`` in :func:`bayes_crl.order.best_order`, and centre) and refit the latent
+        causal model in those coordinates with the encoder, decoder and shift held fixed.
     refit_frac : float
         Length of that latent-only refit as a fraction of ``num_steps`` (its steps skip the decoder).
     seed : int

@@ -10,8 +10,7 @@ optimizer and the minibatch position). Each function below does one step of the 
 4. :func:`search_order` and :func:`centre` -- the causal order of the slots and centred strengths;
 5. :func:`restart_edge_posterior` -- the requested prior, starting from least squares;
 6. :func:`recheck` -- at ``recheck_frac``: identify, search the order, centre, restart the edge posterior;
-7. :func:`final_identification` -- on the final latents: identify, search with the shared score, centre,
-   :func:`children`;
+7. :func:`final_identification` -- on the final latents: identify, search with the shared score, centre;
 8. :func:`refit_latent_model` -- the latent causal model refitted in those coordinates, encoder and decoder fixed.
 """
 from __future__ import annotations
@@ -40,7 +39,7 @@ from bayes_crl.priors import EdgePrior, LaplacePrior
 from bayes_crl.rows import CHUNK_ROWS, row_subset
 
 __all__ = ["FitContext", "Run", "NonFiniteLossError", "encode", "run_steps", "warm_up", "identify",
-           "run_steps_batched", "identify_warm_ups", "select_restart", "order_votes", "search_order", "centre", "children",
+           "run_steps_batched", "identify_warm_ups", "select_restart", "order_votes", "search_order", "centre",
            "restart_edge_posterior", "recheck", "final_identification", "refit_latent_model",
            "resume_from_checkpoint", "checkpoint_config", "run_once", "MAX_SEARCH_ROWS", "RESTART_OUTLIER_DROP"]
 
@@ -570,16 +569,6 @@ def centre(ctx: FitContext, run: Run) -> None:
     run.net.apply_linear_map(ctx.matrix(a), ctx.matrix(np.zeros(ctx.n_latents)))
 
 
-def children(ctx: FitContext, run: Run) -> None:
-    """Let every latent with children carry its children's dependence on its parents
-    (:func:`bayes_crl.unmix.children_map`): the flat direction ``z_i - c z_parent`` that the likelihood leaves
-    open, chosen so that the parent is not a spurious parent of the child."""
-    a, info = unmixing.children_map(ctx.latents(run), ctx.es_np)
-    ctx.history["children_map"] = info
-    ctx.history["children_map_matrix"] = a.tolist()
-    run.net.apply_linear_map(ctx.matrix(a), ctx.matrix(np.zeros(ctx.n_latents)))
-
-
 def restart_edge_posterior(ctx: FitContext, run: Run) -> None:
     """A fresh edge posterior for the requested prior, started from per-environment least squares in the
     current slots (which also resets the noise parameters), and a new optimizer at the current learning rate."""
@@ -608,7 +597,7 @@ def recheck(ctx: FitContext, run: Run, step: int) -> None:
 
 def final_identification(ctx: FitContext, run: Run) -> bool:
     """Identify the final latents: with ``unmix`` one descent of the unmixing, then the order search with the
-    shared score, the centring and :func:`children`. Returns whether the coordinates or the order changed
+    shared score and the centring. Returns whether the coordinates or the order changed
     (then the latent model is refitted)."""
     unmix = ctx.cfg.unmix
     if unmix:
@@ -623,7 +612,6 @@ def final_identification(ctx: FitContext, run: Run) -> bool:
     ctx.order = new
     if unmix:
         centre(ctx, run)
-        children(ctx, run)
     return changed or unmix
 
 

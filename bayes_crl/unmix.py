@@ -24,17 +24,15 @@ by its parent, ``z_i - c z_j``, which moves the vanishing environment) the L1 pe
 strength, as the paper's L1 penalty does. It is solved from many random starts at once (the problem is
 small: one ``l x l`` covariance per environment).
 
-Two further maps settle the flat direction ``z_i - c z_j`` (``j`` a parent of ``i``) that the likelihood leaves
-open: :func:`centring_map` by a convention (strengths centred on zero across environments) and, for latents with
-children, :func:`children_map` by the data (only the true ``c`` keeps ``z_j`` out of the children's parents).
+:func:`centring_map` settles the flat direction ``z_i - c z_j`` (``j`` a parent of ``i``) that the likelihood
+leaves open by a convention (strengths centred on zero across environments).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-__all__ = ["env_covariances", "partial_correlation_loss", "sparse_unmixing", "centring_map", "children_map",
-           "residual_scale"]
+__all__ = ["env_covariances", "partial_correlation_loss", "sparse_unmixing", "centring_map", "residual_scale"]
 
 
 def env_covariances(z: np.ndarray, env: np.ndarray, n_envs: int | None = None, ridge: float = 1e-6) -> np.ndarray:
@@ -202,199 +200,6 @@ def centring_map(z: np.ndarray, env: np.ndarray, *, pooled: bool = True, min_row
         c = (prec[:, None] * np.array(coefs)).sum(0) / max(prec.sum(), 1e-300)
         a[:, i] -= a[:, :i] @ c
     return a
-
-
-MAX_RESIDUAL_EFFECT = 0.1
-"""Default of :func:`children_map`'s ``max_residual_effect``."""
-
-MIN_EDGE_EFFECT = 0.05
-"""Default of :func:`children_map`'s ``min_edge_effect``."""
-
-
-MAX_EXACT_PARENT_LATENTS = 12
-""":func:`children_map` enumerates every parent set of a child up to this many latents (as the exact order search
-does); beyond, it selects parents forward (:func:`bayes_crl.order.greedy_order`'s local search)."""
-MAX_GREEDY_PARENTS = 4
-
-
-def _submasks(allowed: int):
-    """Every bitmask inside ``allowed``, the empty one included."""
-    s = allowed
-    while True:
-        yield s
-        if s == 0:
-            return
-        s = (s - 1) & allowed
-
-
-class _ParentSets:
-    """Best parent sets under the free-basis Gaussian local score (:func:`bayes_crl.order.local_scores`) on the
-    scale of ``z`` itself: the scores are computed on standardised columns, so each child's log-likelihood gets
-    ``-N log sd`` back (the Jacobian of the standardisation), which makes them comparable across unit-triangular
-    maps of ``z``. Scores are computed when asked for (a child, a parent bitmask), not as a full table, so the
-    cost follows the children looked at rather than ``l 2^l``."""
-
-    def __init__(self, z: np.ndarray, env: np.ndarray):
-        from bayes_crl.order import env_grams
-
-        grams, counts, _ = env_grams(z, env)
-        self.G, self.nu = np.asarray(grams, dtype=np.float64), np.asarray(counts, dtype=np.float64)
-        self.l = z.shape[1]
-        self.exact = self.l <= MAX_EXACT_PARENT_LATENTS
-        self.jacobian = len(z) * np.log(z.std(0) + 1e-300)
-        self._scores: dict = {}
-        self._greedy: dict = {}
-
-    def score(self, k: int, s: int) -> float:
-        """Local score of child ``k`` with the parents in bitmask ``s``."""
-        from bayes_crl.order import _free_score
-
-        if (k, s) not in self._scores:
-            parents = [j for j in range(self.l) if s >> j & 1]
-            self._scores[k, s] = _free_score(self.G, self.nu, k, parents, 1.0) - self.jacobian[k]
-        return self._scores[k, s]
-
-    def best(self, k: int, allowed: int) -> tuple[float, int]:
-        """Best local score of child ``k`` over parent sets inside the bitmask ``allowed``, and that set."""
-        from bayes_crl.order import _greedy_parents
-
-        if self.exact:
-            return max((self.score(k, s), s) for s in _submasks(allowed))
-        candidates = [j for j in range(self.l) if allowed >> j & 1]
-        score, parents = _greedy_parents(self.G, self.nu, k, candidates, 1.0, MAX_GREEDY_PARENTS, self._greedy)
-        return score - self.jacobian[k], sum(1 << j for j in parents)
-
-
-def children_map(z: np.ndarray, env: np.ndarray, *, max_residual_effect: float = MAX_RESIDUAL_EFFECT,
-                 min_edge_effect: float = MIN_EDGE_EFFECT, span: float = 1.0, n_grid: int = 41,
-                 min_rows: int = 10) -> tuple[np.ndarray, list[dict]]:
-    """The unit-triangular map that chooses each latent's flat direction by how well it explains its children.
-
-    The likelihood cannot tell ``z_i`` from ``z_i - c z_j`` for a parent ``z_j`` of ``z_i``; :func:`centring_map`
-    settles ``c`` by a convention (strengths centred on zero across environments). For a latent *with
-    children* the data do say more: only the true ``z_i`` carries its children's dependence on ``z_j`` entirely
-    (Markov property: a child ``z_k`` of ``z_i`` is independent of ``z_j`` given its own parents), so any other
-    ``c`` leaves ``z_j`` a spurious parent of ``z_k`` (a "grandparent edge"). This map takes, for every latent
-    ``i`` in slot order (a causal order) that has parents ``P`` and children ``C`` in the best DAG of the
-    current coordinates (free-basis scores of :mod:`bayes_crl.order`; every parent set up to
-    :data:`MAX_EXACT_PARENT_LATENTS` latents, forward selection beyond), the shift ``z_i <- z_i - z_P c`` that
-    maximises the children's log-likelihood with ``P`` excluded from their parent sets (``z_i``'s own score does
-    not change: its regression on ``z_P`` absorbs the shift). Latents without children (sinks) keep the
-    centring convention, which nothing in the data overrides.
-
-    The shift is kept only when the hypothesis behind it survives: after the shift, ``P`` may still explain at
-    most ``max_residual_effect`` of a child's variance beyond the child's other parents (pooled over
-    environments). A larger share means ``P`` is a genuine parent of that child (a triangle ``j -> i -> k``,
-    ``j -> k``), and the coordinates are left as they were; so are they when a coefficient's optimum lies at the
-    edge of the search range (``span``). Below it the remaining dependence is taken for the
-    estimation error of the latents: with posterior-mean latents a noisy parent ``z_i`` leaves its own parent
-    ``z_j`` with a few per cent of the child's variance to explain even in the true coordinates (measured on
-    the chain benchmark; BENCHMARKS.md). A genuine triangle edge weaker than this threshold is
-    absorbed into ``z_i`` instead: the sparser graph is preferred.
-
-    A latent is only considered when its strongest parent and its strongest child each explain at least
-    ``min_edge_effect`` of the child's variance (beyond the child's other parents): between latents that are in
-    truth independent, the estimation error leaves dependencies of a few per cent that the best DAG of 30 000
-    rows picks up as edges, and a shift fitted to them corrupts a correct latent (null benchmark: a
-    shift of 0.59 took a latent from 0.993 to 0.847; there the child edge explained 0.021-0.024, true chain
-    edges 0.13-0.66).
-
-    Parameters
-    ----------
-    z : ndarray (N, l)
-        Latents, columns in a causal order (slot order of the fit).
-    env : ndarray (N,) int codes
-    max_residual_effect : float
-        See above (default :data:`MAX_RESIDUAL_EFFECT`).
-    min_edge_effect : float
-        See above (default :data:`MIN_EDGE_EFFECT`).
-    span : float
-        Each coefficient is searched on a grid over ``[-span, span]`` in units of ``sd(z_i) / sd(z_j)``, then refined.
-    n_grid : int
-        Grid points.
-    min_rows : int
-        Environments with fewer rows are left out.
-
-    Returns
-    -------
-    a : ndarray (l, l)
-        Unit upper-triangular map: the new latents are ``z @ a``.
-    info : list of dict
-        One entry per latent considered: ``node``, ``parents``, ``children``, ``edge_effects`` (strongest parent
-        and child edge), ``coef`` (the shift, in standardised units; empty when the edges are too weak),
-        ``gain`` (children's log-likelihood gained), ``residual_effect`` (per child) and ``kept``.
-    """
-    from scipy.optimize import minimize_scalar
-
-    z = np.asarray(z, dtype=np.float64)
-    env = np.asarray(env)
-    n, l = z.shape
-    a = np.eye(l)
-    info: list[dict] = []
-    groups = _env_groups(env, max(min_rows, l + 1))
-    if l < 3 or not groups:
-        return a, info
-    rows = np.sort(np.concatenate(groups))  # environments with enough rows, rows in their original order
-    z, env = z[rows], env[rows]
-    n = len(z)
-    for i in range(1, l - 1):  # the last slot has no children; the first no parents
-        ls = _ParentSets(z @ a, env)
-        pa = ls.best(i, (1 << i) - 1)[1]
-        parents = [j for j in range(i) if pa >> j & 1]
-        children = [k for k in range(i + 1, l) if ls.best(k, (1 << k) - 1)[1] >> i & 1]
-        if not parents or not children:
-            continue
-
-        def _effect(k: int, j: int) -> float:  # share of z_k's variance that z_j explains beyond k's other parents
-            s = ls.best(k, (1 << k) - 1)[1]
-            return float(1 - np.exp(-2 * (ls.score(k, s) - ls.score(k, s & ~(1 << j))) / n))
-
-        edge = (max(_effect(i, j) for j in parents), max(_effect(k, i) for k in children))
-        if min(edge) < min_edge_effect:
-            info.append({"node": i, "parents": parents, "children": children, "coef": [], "gain": 0.0,
-                         "residual_effect": [], "edge_effects": list(edge), "kept": False})
-            continue
-
-        def children_score(b: np.ndarray) -> float:
-            lsb = _ParentSets(z @ b, env)
-            return sum(lsb.best(k, ((1 << k) - 1) & ~pa)[0] for k in children)
-
-        cand = a.copy()
-        start = current = children_score(cand)
-        coefs = []
-        for j in parents:
-            unit = (z @ cand[:, i]).std() / max((z @ cand[:, j]).std(), 1e-300)
-
-            def shifted(c: float, j=j, unit=unit) -> np.ndarray:
-                b = cand.copy()
-                b[:, i] = cand[:, i] - c * unit * cand[:, j]
-                return b
-
-            grid = np.linspace(-span, span, n_grid)
-            vals = [children_score(shifted(c)) for c in grid]
-            k0 = int(np.argmax(vals))
-            step = grid[1] - grid[0]
-            res = minimize_scalar(lambda c: -children_score(shifted(c)), bounds=(grid[k0] - step, grid[k0] + step),
-                                  method="bounded", options={"xatol": 1e-3})
-            c_best, v_best = (float(res.x), -float(res.fun)) if -res.fun > vals[k0] else (float(grid[k0]), vals[k0])
-            if v_best > current:
-                cand, current = shifted(c_best), v_best
-                coefs.append(c_best)
-            else:
-                coefs.append(0.0)
-        lsc = _ParentSets(z @ cand, env)
-        residual = [float(1 - np.exp(-2 * (lsc.best(k, (1 << k) - 1)[0] - lsc.best(k, ((1 << k) - 1) & ~pa)[0]) / n))
-                    for k in children]
-        # an optimum at the edge of the search range is no correction of the centred coordinates but a sign that
-        # the children's score keeps rising with the shift (another latent is being absorbed): not kept
-        inside = all(abs(c) < span for c in coefs)
-        kept = inside and max(residual) <= max_residual_effect
-        info.append({"node": i, "parents": parents, "children": children, "coef": coefs,
-                     "gain": float(current - start), "residual_effect": residual, "edge_effects": list(edge),
-                     "kept": bool(kept)})
-        if kept:
-            a = cand
-    return a, info
 
 
 def residual_scale(z: np.ndarray, env: np.ndarray, *, min_rows: int = 10) -> np.ndarray:

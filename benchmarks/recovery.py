@@ -88,8 +88,8 @@ SUITES = {
          range(1)),
     ],
     # larger graphs: random DAGs of 5, 10 and 20 latents (expected degree 1) observed in d = 2l dimensions, at least
-    # 2l + 1 environments of 1000 rows; beyond 12 latents the order search and the children map use their local
-    # searches (bayes_crl.order.greedy_order, bayes_crl.unmix.MAX_EXACT_PARENT_LATENTS)
+    # 2l + 1 environments of 1000 rows; beyond 12 latents the order search uses its local search
+    # (bayes_crl.order.greedy_order)
     "large": [
         (f"random{l}-d{2 * l}", dict(n_latents=l, graph="random", expected_degree=1.0, noise="gaussian",
                                      n_obs_dims=2 * l, n_envs=max(30, 2 * l + 1)), {}, range(1))
@@ -216,13 +216,6 @@ def run_one(job):
         m.save(os.path.join(save_dir, f"{name.replace('/', '_')}_seed{seed}"), overwrite=True)
     score, perm, _ = metrics.mpc(data.z, z_hat, return_matching=True)
     corr = metrics.per_latent_correlation(data.z, z_hat)
-    extra = {}
-    hist = m.result_.history
-    if "children_map_matrix" in hist:  # the coordinates before fit_svi's final children_map
-        z_before = z_hat @ np.linalg.inv(np.asarray(hist["children_map_matrix"]))
-        extra = {"mpc_before_children_map": float(metrics.mpc(data.z, z_before)),
-                 "per_latent_before_children_map": [float(c) for c in metrics.per_latent_correlation(data.z, z_before)],
-                 "children_map": hist["children_map"]}
     return {
         "setting": name, "seed": seed, "prior": mk.get("edge_prior", LatentCausalModel().edge_prior), "sim": sk, "model": mk,
         "mpc": float(score), "per_latent": [float(c) for c in corr],
@@ -232,7 +225,7 @@ def run_one(job):
         "linear_ceiling": linear_ceiling(data.z, z_hat),
         "truth": data.adjacency.tolist(), "method": method, "wall_seconds": time.perf_counter() - t0,
         # the report's verdict per learned latent, in the order of the true latents they were matched to
-        "identified": [bool(report.latents[perm[i]].identified) for i in range(sk["n_latents"])], **extra,
+        "identified": [bool(report.latents[perm[i]].identified) for i in range(sk["n_latents"])],
         # this worker process runs one fit (maxtasksperchild=1): its peak resident memory is the fit's
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
