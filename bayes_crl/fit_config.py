@@ -47,9 +47,8 @@ class FitConfig:
         Lower bound of the decoder's observation noise scale (standardised units). Keeps the prior's say in
         the ELBO when the observation noise is tiny.
     unmix : bool
-        Re-express the latents in the linear coordinates where a sparse linear DAG fits every environment best
-        (:func:`bayes_crl.unmix.sparse_unmixing`: partial-correlation descent, then a DAG-sparsity descent of
-        the best candidates, chosen by :func:`bayes_crl.unmix.dag_bic`) after the warm-ups (64 starts), at
+        Re-express the latents in the linear coordinates with the sparsest per-environment partial
+        correlations (:func:`bayes_crl.unmix.sparse_unmixing`) after the warm-ups (64 starts), at
         ``recheck_frac`` and on the final latents (one descent from the current coordinates, which corrects them
         without leaving their basin), and centre the strengths after each order search that follows
         (:func:`bayes_crl.unmix.centring_map`). The ELBO is nearly flat along linear maps of the latents; this

@@ -434,8 +434,7 @@ def run_steps_batched(ctx: FitContext, runs: list[Run], steps: range, stores: li
 
 def identify(ctx: FitContext, run: Run, n_starts: int) -> float:
     """Re-express ``run``'s latents in the sparsest linear coordinates (:func:`bayes_crl.unmix.sparse_unmixing`
-    from ``n_starts`` starts); each identified latent stays in the slot it came from. Returns the identified
-    latents' :func:`bayes_crl.unmix.dag_bic` (lower: a sparser DAG fits)."""
+    from ``n_starts`` starts); each identified latent stays in the slot it came from. Returns the sparsity loss."""
     z = ctx.latents(run)
     a, b, loss = unmixing.sparse_unmixing(z, ctx.es_np, seed=ctx.cfg.seed, n_starts=n_starts)
     perm = match_latents(z, z @ a + b)[0]
@@ -495,10 +494,10 @@ def _select_restart(agree: np.ndarray, unmix_loss: list[float] | None) -> tuple[
     """The warm-up to keep, and which warm-ups count (for the order votes).
 
     ``agree`` (R,): each warm-up's mean matched correlation with the others' latents; ``unmix_loss`` (R,) or
-    ``None``: the :func:`bayes_crl.unmix.dag_bic` of each warm-up's identified coordinates. Without the losses, the most
+    ``None``: the partial-correlation loss of each warm-up's identified coordinates. Without the losses, the most
     agreeing run. With them, the sparsest run among those within ``RESTART_OUTLIER_DROP`` of the median
     agreement: a warm-up that lost a latent (learned one coordinate as something close to noise) can have the
-    sparsest fit of all, since a coordinate independent of the others is trivially sparse.
+    sparsest partial correlations of all, since a coordinate independent of the others is trivially sparse.
     On the generalise suite's ``chain3-vanish3`` seed 0 the sparsest warm-up agreed 0.573 with the others (they
     agreed 0.852-0.858); kept, it ended at MPC 0.663 with the middle latent at 0.15 (BENCHMARKS.md).
     """

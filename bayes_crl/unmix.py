@@ -32,8 +32,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["env_covariances", "env_counts", "partial_correlation_loss", "dag_bic", "dag_sparsity_loss", "sparse_unmixing",
-           "centring_map", "residual_scale"]
+__all__ = ["env_covariances", "partial_correlation_loss", "sparse_unmixing", "centring_map", "residual_scale"]
 
 
 def env_covariances(z: np.ndarray, env: np.ndarray, n_envs: int | None = None, ridge: float = 1e-6) -> np.ndarray:
@@ -78,133 +77,9 @@ def partial_correlation_loss(b: torch.Tensor, cov: torch.Tensor, eps: float) -> 
     return torch.sqrt(p**2 + eps**2).sum((-1, -2))
 
 
-def env_counts(env: np.ndarray, n_envs: int | None = None) -> np.ndarray:
-    """Rows per environment, for the environments :func:`env_covariances` keeps (at least 2 rows). (E',) float."""
-    e = int(env.max()) + 1 if n_envs is None else n_envs
-    c = np.bincount(np.asarray(env), minlength=e)[:e].astype(np.float64)
-    return c[c >= 2]
-
-
-def dag_bic(cov: np.ndarray, counts: np.ndarray, penalty: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """BIC of the best linear-Gaussian DAG with free per-environment parent sets, relative to the complete graph.
-
-    For every causal order and every latent, each environment ``u`` chooses its own parent set ``S`` among the
-    latent's predecessors, scored ``n_u / 2 log Var_u(z_i | z_S) + penalty * |S| log(n_u) / 2`` (Gaussian
-    log-likelihood of a regression with an intercept, BIC cost per coefficient); the best order is found exactly
-    by dynamic programming over subsets. The complete graph's score, ``n_u / 2 log det Cov_u(z)``, is subtracted,
-    so the result is invariant to invertible linear maps of ``z`` whenever the best graph is complete, and lower
-    the sparser a DAG fits the per-environment covariances: the truth's sparsity (Markov zeros in every
-    environment, vanishing strengths in some) is what it rewards, and it counts DAG edges, not the denser moral
-    graph that partial correlations see.
-
-    Parameters
-    ----------
-    cov : ndarray (..., E, l, l)
-        Per-environment covariances (any leading batch shape: one set per candidate map).
-    counts : ndarray (E,)
-        Rows per environment.
-    penalty : float
-        Multiplier of the BIC cost per coefficient.
-
-    Returns
-    -------
-    score : ndarray (...)
-        Per row (divided by ``counts.sum()``); lower is better.
-    order : ndarray (..., l) int
-        The best causal order (first = a source).
-    """
-    cov = np.asarray(cov, dtype=np.float64)
-    counts = np.asarray(counts, dtype=np.float64)
-    l = cov.shape[-1]
-    batch = cov.shape[:-3]
-    n_sub = 1 << l
-    half_n = counts / 2
-    cost = penalty * np.log(np.maximum(counts, 2.0)) / 2
-    diag = np.diagonal(cov, axis1=-2, axis2=-1)  # (..., E, l)
-    # best[..., i, S]: summed over environments, each environment's best parent set inside S
-    best = np.full(batch + (l, n_sub), np.inf)
-    local = np.full(batch + (cov.shape[-3], l, n_sub), np.inf)
-    for s in range(n_sub):
-        idx = [k for k in range(l) if s >> k & 1]
-        if idx:
-            c_ss = cov[..., idx, :][..., :, idx]
-            c_si = cov[..., idx, :]  # (..., E, |S|, l)
-            sol = np.linalg.solve(c_ss, c_si)
-            resvar = diag - np.einsum("...kl,...kl->...l", c_si, sol)
-        else:
-            resvar = diag
-        val = half_n[:, None] * np.log(np.maximum(resvar, 1e-300)) + cost[:, None] * len(idx)
-        for i in range(l):
-            if not s >> i & 1:
-                local[..., i, s] = val[..., i]
-    for s in range(n_sub):  # min over subsets, one environment at a time
-        for k in range(l):
-            if s >> k & 1:
-                np.minimum(local[..., s], local[..., s & ~(1 << k)], out=local[..., s])
-    best = local.sum(-3)  # (..., l, S)
-    dp = np.full(batch + (n_sub,), np.inf)
-    dp[..., 0] = 0.0
-    last = np.zeros(batch + (n_sub,), dtype=np.int64)
-    for s in range(n_sub):
-        for i in range(l):
-            if s >> i & 1:
-                continue
-            t = s | (1 << i)
-            v = dp[..., s] + best[..., i, s]
-            better = v < dp[..., t]
-            dp[..., t] = np.where(better, v, dp[..., t])
-            last[..., t] = np.where(better, i, last[..., t])
-    order = np.zeros(batch + (l,), dtype=np.int64)
-    s = np.full(batch, n_sub - 1)
-    for pos in range(l - 1, -1, -1):
-        i = np.take_along_axis(last, s[..., None], -1)[..., 0]
-        order[..., pos] = i
-        s = s & ~(1 << i)
-    logdet = (half_n * np.linalg.slogdet(cov)[1]).sum(-1)
-    return (dp[..., -1] - logdet) / counts.sum(), order
-
-
-def dag_sparsity_loss(b: torch.Tensor, cov: torch.Tensor, before: torch.Tensor, eps: float) -> torch.Tensor:
-    """Smoothed log penalty on the standardised regression coefficients of each latent on its predecessors.
-
-    ``b`` (K, l, l) candidate maps, ``cov`` (E, l, l) covariances of ``z``, ``before`` (K, l, l) with
-    ``before[k, i, j] = 1`` when ``j`` precedes ``i`` in candidate ``k``'s causal order -> (K,) losses. The
-    coefficient of ``z_j`` in environment ``u`` is in units of ``sd_u(z_j) / sd_u(residual of z_i)``, so the loss
-    is invariant to the scale of each coordinate; ``log(c^2 + eps^2)`` counts coefficients below ``eps`` as
-    (nearly) zero, close to the number of edges in every environment.
-    """
-    c = b.transpose(-1, -2).unsqueeze(1) @ cov.unsqueeze(0) @ b.unsqueeze(1)  # (K, E, l, l)
-    m = before.unsqueeze(1)  # (K, 1, i, j)
-    eye = torch.eye(c.shape[-1], dtype=c.dtype)
-    # for latent i: the covariance of its predecessors, padded with the identity elsewhere
-    c_pred = c.unsqueeze(2) * (m.unsqueeze(-1) * m.unsqueeze(-2)) + torch.diag_embed(1 - m)  # (K, E, i, l, l)
-    c_cross = c.transpose(-1, -2) * m  # (K, E, i, j): Cov(z_j, z_i) for predecessors j
-    beta = torch.linalg.solve(c_pred, c_cross.unsqueeze(-1)).squeeze(-1)
-    var = torch.diagonal(c, dim1=-2, dim2=-1)
-    resvar = (var - (beta * c_cross).sum(-1)).clamp(min=1e-12)
-    coef = beta * torch.sqrt(var).unsqueeze(-2) / torch.sqrt(resvar).unsqueeze(-1)
-    return (0.5 * torch.log(coef**2 + eps**2) * m).sum((-1, -2, -3))
-
-
-def _orders_to_before(order: np.ndarray) -> torch.Tensor:
-    """(K, l) orders -> (K, l, l) with ``[k, i, j] = 1`` when ``j`` precedes ``i``."""
-    pos = np.argsort(order, axis=-1)
-    return torch.as_tensor((pos[:, None, :] < pos[:, :, None]).astype(np.float64))
-
-
 def sparse_unmixing(z: np.ndarray, env: np.ndarray, *, n_starts: int = 64, steps: int = 400, eps: float = 0.01,
-                    lr: float = 0.02, seed: int = 0, n_refine: int = 16, refine_rounds: int = 4,
-                    refine_steps: int = 300, dag_eps: float = 0.02) -> tuple[np.ndarray, np.ndarray, float]:
-    """Find the linear coordinates of ``z`` in which a sparse linear DAG fits every environment best.
-
-    Two stages. A smoothed L1 penalty on the per-environment partial correlations is descended from
-    ``n_starts`` random maps at once (a smooth landscape that finds the sparse region). The partial
-    correlations see the moral graph, denser than the DAG, and the L1 penalty shrinks large entries too, so its
-    optimum is off the truth on data with dense moral graphs (measured on the true latents of outside data;
-    BENCHMARKS.md, "Identification criterion"). The ``n_refine`` candidates with the lowest :func:`dag_bic` are
-    then descended on :func:`dag_sparsity_loss` (a log penalty on the standardised regression coefficients in
-    the causal order :func:`dag_bic` picks, re-picked each round), and the map with the lowest BIC among all
-    candidates is returned.
+                    lr: float = 0.02, seed: int = 0) -> tuple[np.ndarray, np.ndarray, float]:
+    """Find the linear coordinates of ``z`` with the sparsest per-environment partial correlations.
 
     Parameters
     ----------
@@ -214,17 +89,11 @@ def sparse_unmixing(z: np.ndarray, env: np.ndarray, *, n_starts: int = 64, steps
     n_starts : int
         Random starting maps optimised together (the first is the identity).
     steps : int
-        Adam steps of the partial-correlation descent.
+        Adam steps.
     eps : float
         Smoothing of ``|rho|`` (partial correlations below ~eps count as zero).
     lr : float
     seed : int
-    n_refine : int
-        Candidates descended on the DAG penalty (0: the partial-correlation optimum with the lowest BIC).
-    refine_rounds, refine_steps : int
-        Rounds (each re-picks the causal order) and Adam steps per round of that descent.
-    dag_eps : float
-        Smoothing of the DAG penalty (standardised coefficients below ~dag_eps count as zero).
 
     Returns
     -------
@@ -233,16 +102,14 @@ def sparse_unmixing(z: np.ndarray, env: np.ndarray, *, n_starts: int = 64, steps
     b : ndarray (l,)
         Offset (the identified latents have mean zero).
     loss : float
-        :func:`dag_bic` of the identified latents per row (comparable between fits on the same environments).
+        The minimised loss per environment (comparable between fits on the same environments).
     """
     z = np.asarray(z, dtype=np.float64)
-    env = np.asarray(env)
     n, l = z.shape
     mean, sd = z.mean(0), z.std(0)
     sd = np.where(sd > 0, sd, 1.0)
     zs = (z - mean) / sd
-    cov = torch.as_tensor(env_covariances(zs, env), dtype=torch.float64)
-    counts = env_counts(env)
+    cov = torch.as_tensor(env_covariances(zs, np.asarray(env)), dtype=torch.float64)
     g = torch.Generator().manual_seed(seed)
     b0 = torch.eye(l, dtype=torch.float64) + 0.5 * torch.randn(n_starts, l, l, generator=g, dtype=torch.float64)
     b0[0] = torch.eye(l, dtype=torch.float64)
@@ -257,43 +124,17 @@ def sparse_unmixing(z: np.ndarray, env: np.ndarray, *, n_starts: int = 64, steps
             loss.sum().backward()
             opt.step()
     with torch.no_grad():
-        cands = (b / b.norm(dim=-2, keepdim=True)).detach()
-
-    def score(maps: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        c = (maps.transpose(-1, -2).unsqueeze(1) @ cov.unsqueeze(0) @ maps.unsqueeze(1)).numpy()
-        ok = np.isfinite(c).all((-1, -2, -3)) & (np.linalg.matrix_rank(maps.numpy()) == l)
-        s, order = dag_bic(np.where(ok[:, None, None, None], c, np.eye(l)), counts)
-        return np.where(ok, s, np.inf), order
-
-    bic, order = score(cands)
-    if n_refine > 0 and l > 1:
-        top = np.argsort(bic)[:n_refine]
-        r = torch.nn.Parameter(cands[torch.as_tensor(top)].clone())
-        r_order = order[top]
-        for _ in range(refine_rounds):
-            before = _orders_to_before(r_order)
-            opt = torch.optim.Adam([r], lr=lr / 2)
-            with torch.enable_grad():
-                for _ in range(refine_steps):
-                    opt.zero_grad()
-                    rn = r / r.norm(dim=-2, keepdim=True)
-                    loss = dag_sparsity_loss(rn, cov, before, dag_eps)
-                    loss = torch.where(torch.isfinite(loss), loss, torch.zeros_like(loss))
-                    loss.sum().backward()
-                    opt.step()
-            with torch.no_grad():
-                refined = (r / r.norm(dim=-2, keepdim=True)).detach()
-            r_bic, r_order = score(refined)
-        cands = torch.cat([cands, refined])
-        bic = np.concatenate([bic, r_bic])
-    k = int(np.argmin(bic))
-    best = cands[k].numpy()
+        bn = b / b.norm(dim=-2, keepdim=True)
+        loss = partial_correlation_loss(bn, cov, eps)
+        loss = torch.where(torch.isfinite(loss), loss, torch.full_like(loss, float("inf")))
+        k = int(torch.argmin(loss))
+        best = bn[k].numpy()
     a = best / sd[:, None]
     # scale each identified coordinate to unit variance
     s = (zs @ best).std(0)
     s = np.where(s > 0, s, 1.0)
     a = a / s
-    return a, -(mean @ a), float(bic[k])
+    return a, -(mean @ a), float(loss[k]) / cov.shape[0]
 
 
 def _env_groups(env: np.ndarray, min_rows: int) -> list[np.ndarray]:
