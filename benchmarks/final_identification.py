@@ -48,13 +48,13 @@ def capture(job) -> str:
     import bayes_crl.infer as infer
     from bayes_crl import LatentCausalModel, simulate_latent_anm
 
-    if source.endswith(".npz"):
-        with np.load(source, allow_pickle=False) as f:
-            x, env, z = f["x"], f["env"], f["z"]
-    else:  # "<setting>:<seed>" of the recovery benchmark's default suite, simulated as that suite does
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        import recovery  # benchmarks/recovery.py
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import recovery  # benchmarks/recovery.py: load and simulate exactly as the recovery benchmark does
 
+    if source.endswith(".npz"):
+        d = recovery._load_outside(source)  # float64, as the recovery benchmark fits it
+        x, env, z = d.x, d.env, d.z
+    else:  # "<setting>:<seed>" of the recovery benchmark's default suite
         setting, seed = source.split(":")
         simkw = next(sk for n, sk, _, _ in recovery.SUITES["default"] if n == setting)
         d = simulate_latent_anm(random_state=int(seed), **{**recovery.SIM_DEFAULTS, **simkw})
