@@ -87,9 +87,10 @@ class LatentCausalModel(BaseEstimator):
     warmup_frac : float, default 0.3
         Fraction of ``num_steps`` spent in each warm-up before restart selection and order search.
     n_restarts : int, default 4
-        Independent warm-ups; the order search sums the order scores of all of them. With ``unmix`` the
-        one whose latents have the sparsest per-environment partial correlations is kept, otherwise the one
-        whose latents agree best with the others'.
+        Independent warm-ups; the order search sums the order scores of all of them. The one best on both
+        counts is kept: the lowest sum of its rank by negative ELBO (its training loss at the end of the
+        warm-up) and its rank by the sparsity of its unmixed coordinates, among the warm-ups whose latents
+        agree with the others' (BENCHMARKS.md, "Restart selection").
     unmix : bool, default True
         After the warm-ups (and again at 60 % of the steps and on the final latents when ``order_search``)
         re-express the latents in the linear coordinates whose per-environment partial correlations are

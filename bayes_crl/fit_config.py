@@ -39,10 +39,11 @@ class FitConfig:
     hidden : int
         Width of the encoder's and decoder's hidden layers.
     n_restarts : int
-        Independent warm-ups from different initialisations; the ELBO does not single out good runs. With
-        ``unmix`` the run whose identified coordinates are sparsest is kept, among the runs whose latents agree
-        with the others' no less than :data:`bayes_crl.stages.RESTART_OUTLIER_DROP` below the median run;
-        otherwise the most agreeing run. Costs ``n_restarts - 1`` extra warm-ups.
+        Independent warm-ups from different initialisations. Among the runs whose latents agree with the
+        others' no less than :data:`bayes_crl.stages.RESTART_OUTLIER_DROP` below the median run, the one with
+        the lowest sum of its rank by training loss over the last tenth of its steps (a minibatch estimate of
+        its negative ELBO) and its rank by unmixing loss (with ``unmix``) is kept. Costs ``n_restarts - 1``
+        extra warm-ups.
     min_obs_scale : float
         Lower bound of the decoder's observation noise scale (standardised units). Keeps the prior's say in
         the ELBO when the observation noise is tiny.

@@ -119,7 +119,7 @@ min_obs_scale, unmix, final_order_check, refit_frac, seed, max_bad_steps
         if run is None:
             runs, stores = warm_up(ctx)
             unmix_loss = identify_warm_ups(ctx, runs)
-            best, tables = select_restart(ctx, runs, unmix_loss)
+            best, tables = select_restart(ctx, runs, stores, unmix_loss)
             run, ctx.losses = runs[best], stores[best]
             if ctx.searches_order:
                 ctx.order = search_order(ctx, run, tables)
