@@ -17,6 +17,7 @@ Each fit uses one torch thread; ``--workers`` fits run side by side.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import platform
@@ -145,6 +146,45 @@ def _load_outside(path: str):
 
 
 SIM_DEFAULTS = dict(n_envs=30, n_per_env=1000, n_obs_dims=10, mechanism="nonlinear")
+
+
+def load_source(source: str):
+    """``(data, random_state, estimator keywords)`` for a source of the offline scripts: ``"<path>.npz"`` or
+    ``"<path>.npz@<random_state>"`` (an outside file, loaded as :func:`_load_outside` does), or
+    ``"<setting>:<seed>"`` (a setting of the default suite, simulated as this benchmark does)."""
+    if ".npz" in source:
+        path, _, rs = source.partition("@")
+        return _load_outside(path), int(rs or 0), {}
+    from bayes_crl import simulate_latent_anm
+
+    setting, seed = source.split(":")
+    simkw, estkw = next((sk, ek) for n, sk, ek, _ in SUITES["default"] if n == setting)
+    return simulate_latent_anm(random_state=int(seed), **{**SIM_DEFAULTS, **simkw}), int(seed), estkw
+
+
+def add_source_args(ap: argparse.ArgumentParser) -> None:
+    """The offline scripts' data options: outside files at some random states and default-suite settings."""
+    ap.add_argument("--data-dir", default=None, help="folder of .npz files (keys x, env, z)")
+    ap.add_argument("--only", default=None, help="comma-separated file stems of --data-dir")
+    ap.add_argument("--random-states", default="0", type=lambda v: [int(k) for k in v.split(",")],
+                    help="comma-separated random states of the fits of --data-dir files (rows name them <stem>@<k>)")
+    ap.add_argument("--sim", action="store_true", help="also the default suite's settings below")
+    ap.add_argument("--sim-settings", default="random5-gauss", help="comma-separated default-suite settings")
+    ap.add_argument("--sim-seeds", default="0,1,2,3,4", type=lambda v: [int(k) for k in v.split(",")])
+
+
+def sources(a: argparse.Namespace) -> list[tuple[str, str]]:
+    """``(row name, source for load_source)`` per fit the options of :func:`add_source_args` ask for."""
+    out = []
+    if a.data_dir:
+        files = sorted(glob.glob(os.path.join(a.data_dir, "*.npz")))
+        if a.only:
+            files = [f for f in files if os.path.basename(f)[:-4] in a.only.split(",")]
+        out += [(os.path.basename(f)[:-4] + (f"@{rs}" if rs else ""), f + (f"@{rs}" if rs else ""))
+                for rs in a.random_states for f in files]
+    if a.sim:
+        out += [(f"{st}:{k}", f"{st}:{k}") for st in a.sim_settings.split(",") for k in a.sim_seeds]
+    return out
 
 
 THREADS = 1  # torch threads per fit (set by the pool initializer from --threads)

@@ -16,13 +16,15 @@ best, the mean and the worst warm-up.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import sys
 from multiprocessing import get_context
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import recovery  # noqa: E402  benchmarks/recovery.py: load and simulate exactly as the recovery benchmark does
 
 
 class _Stop(Exception):
@@ -67,21 +69,10 @@ def run_one(job) -> list[dict]:
     import torch
 
     torch.set_num_threads(1)
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import recovery  # benchmarks/recovery.py: load and simulate exactly as the recovery benchmark does
-
     import bayes_crl.infer as infer
-    from bayes_crl import LatentCausalModel, simulate_latent_anm
+    from bayes_crl import LatentCausalModel
 
-    if ".npz" in source:  # "<file>.npz" or "<file>.npz@<random_state>"
-        path, _, rs = source.partition("@")
-        d = recovery._load_outside(path)
-        seed, estkw = int(rs or 0), {}
-    else:
-        setting, seed = source.split(":")
-        seed = int(seed)
-        simkw, estkw = next((sk, ek) for n, sk, ek, _ in recovery.SUITES["default"] if n == setting)
-        d = simulate_latent_anm(random_state=seed, **{**recovery.SIM_DEFAULTS, **simkw})
+    d, seed, estkw = recovery.load_source(source)
     seen = {}
 
     def select_restart(ctx, runs, stores, unmix_loss=None):
@@ -184,26 +175,12 @@ def report(rows: list[dict], kept: list[dict]) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", default=None, help="folder of .npz files (keys x, env, z)")
-    ap.add_argument("--only", default=None, help="comma-separated file stems of --data-dir")
-    ap.add_argument("--random-states", default="0", type=lambda v: [int(k) for k in v.split(",")],
-                    help="comma-separated random states of the fits of --data-dir files (rows name them <stem>@<k>)")
-    ap.add_argument("--sim", action="store_true", help="also the default suite's settings below")
-    ap.add_argument("--sim-settings", default="random5-gauss", help="comma-separated default-suite settings")
-    ap.add_argument("--sim-seeds", default="0,1,2,3,4", type=lambda v: [int(k) for k in v.split(",")])
+    recovery.add_source_args(ap)
     ap.add_argument("--results", default="runs/warmup_scores.jsonl")
     ap.add_argument("--kept", default=None, help="kept_warmup.py rows to join (final MPC per forced warm-up)")
     ap.add_argument("--workers", type=int, default=2)
     a = ap.parse_args(argv)
-    sources = []
-    if a.data_dir:
-        files = sorted(glob.glob(os.path.join(a.data_dir, "*.npz")))
-        if a.only:
-            files = [f for f in files if os.path.basename(f)[:-4] in a.only.split(",")]
-        sources += [(os.path.basename(f)[:-4] + (f"@{rs}" if rs else ""), f + (f"@{rs}" if rs else ""))
-                    for rs in a.random_states for f in files]
-    if a.sim:
-        sources += [(f"{st}:{k}", f"{st}:{k}") for st in a.sim_settings.split(",") for k in a.sim_seeds]
+    sources = recovery.sources(a)
     done = set()
     if os.path.exists(a.results):
         with open(a.results) as fh:
