@@ -151,14 +151,14 @@ SIM_DEFAULTS = dict(n_envs=30, n_per_env=1000, n_obs_dims=10, mechanism="nonline
 def load_source(source: str):
     """``(data, random_state, estimator keywords)`` for a source of the offline scripts: ``"<path>.npz"`` or
     ``"<path>.npz@<random_state>"`` (an outside file, loaded as :func:`_load_outside` does), or
-    ``"<setting>:<seed>"`` (a setting of the default suite, simulated as this benchmark does)."""
+    ``"<setting>:<seed>"`` (a setting of a suite, simulated as this benchmark does)."""
     if ".npz" in source:
         path, _, rs = source.partition("@")
         return _load_outside(path), int(rs or 0), {}
     from bayes_crl import simulate_latent_anm
 
     setting, seed = source.split(":")
-    simkw, estkw = next((sk, ek) for n, sk, ek, _ in SUITES["default"] if n == setting)
+    simkw, estkw = next((sk, ek) for suite in SUITES.values() for n, sk, ek, _ in suite if n == setting)
     return simulate_latent_anm(random_state=int(seed), **{**SIM_DEFAULTS, **simkw}), int(seed), estkw
 
 
@@ -169,7 +169,7 @@ def add_source_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--random-states", default="0", type=lambda v: [int(k) for k in v.split(",")],
                     help="comma-separated random states of the fits of --data-dir files (rows name them <stem>@<k>)")
     ap.add_argument("--sim", action="store_true", help="also the default suite's settings below")
-    ap.add_argument("--sim-settings", default="random5-gauss", help="comma-separated default-suite settings")
+    ap.add_argument("--sim-settings", default="random5-gauss", help="comma-separated settings of the suites")
     ap.add_argument("--sim-seeds", default="0,1,2,3,4", type=lambda v: [int(k) for k in v.split(",")])
 
 
