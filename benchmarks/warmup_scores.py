@@ -53,10 +53,9 @@ def _scores(ctx, runs, unmix_loss, stores, z_true) -> list[dict]:
         free = best_order(zs, ctx.es_np, noise=ctx.noise.name)[1] / len(zs)
         shared = best_order(zs, ctx.es_np, noise=ctx.noise.name, shared=True)[1] / len(zs)
         perm, _, corr = metrics.match_latents(z_true, z)
-        tail = stores[r][int(0.9 * ctx.warm):ctx.warm]
         out.append({"warmup": r, "agree": float(agree[r]),
                     "unmix_loss": None if unmix_loss is None else float(unmix_loss[r]),
-                    "loss_tail": float(np.nanmean(tail)), "recon": recon,
+                    "loss_tail": stages.warm_up_loss(stores[r], ctx.warm), "recon": recon,
                     "order_free": float(free), "order_shared": float(shared),
                     "warm_mpc": float(metrics.mpc(z_true, z)),
                     "warm_per_latent": [float(abs(corr[i, j])) for i, j in enumerate(perm)]})
@@ -89,9 +88,12 @@ def run_one(job) -> list[dict]:
 
 def _guarded(key: str):
     """The lowest ``key`` among the warm-ups the agreement guard keeps (:func:`bayes_crl.stages._select_restart`)."""
+    from bayes_crl.stages import RESTART_OUTLIER_DROP
+
     def rank(g):
         agree = np.array([r["agree"] for r in g])
-        return np.where(agree >= np.median(agree) - 0.2, np.array([r[key] for r in g], dtype=float), np.inf)
+        return np.where(agree >= np.median(agree) - RESTART_OUTLIER_DROP,
+                        np.array([r[key] for r in g], dtype=float), np.inf)
     return rank
 
 
