@@ -27,7 +27,9 @@ loosely. On the benchmark (BENCHMARKS.md, "The identifiability report against th
 16 latents whose (iv) fails in truth (the non-roots of the seed authors' SuaVE data, the simulator's violated
 nodes); the report says so in a caveat whenever a latent passes this way. A ``"not_identified"`` verdict
 (some strength credibly non-zero in every environment) and the root and environment-count verdicts are the
-informative ones.
+informative ones. For a latent without children the data cannot test (iv) at all: ``z_i - c phi_ji(z_j)`` is a
+model of the same class with the same likelihood, and ``c`` equal to the edge's strength in any one environment
+makes the edge vanish there; the report adds a caveat naming such latents.
 
 What condition (iv) does not settle, and the report states as a caveat: with **linear mechanisms and Gaussian
 noise** (``mechanism="linear", noise="gaussian"``) the model cannot tell two adjacent latents from a linear
@@ -349,6 +351,16 @@ def assess_identifiability(inclusion: Any, weight_draws: Any, n_envs: int, names
                        "which is easy to meet with many environments. On the benchmark this test named none of the "
                        "latents whose (iv) fails in truth (BENCHMARKS.md, 'The identifiability report against the "
                        "truth'): read it as not contradicted by the fit, not as shown identified.")
+    childless = [t.name for i, t in enumerate(latents)
+                 if t.status == "vanishing" and not any(p[i, k] >= threshold for k in range(l) if k != i)]
+    if childless:
+        it = "it" if len(childless) == 1 else "each"
+        caveats.append(f"{_join(childless)} {'has' if len(childless) == 1 else 'have'} no children in the graph, "
+                       "and for such a latent the data cannot test (iv) at all. Subtracting c times a parent's "
+                       "mechanism term from it gives a model of the same class with the same likelihood, and c "
+                       "equal to that edge's strength in any one environment makes the edge vanish there. So "
+                       f"{it} is identified only if (iv) holds as assumed (BENCHMARKS.md, 'The identifiability "
+                       "report against the truth').")
     edges = [f"{names[j]} -> {names[i]}" for i in range(l) for j in range(l) if j != i and p[j, i] >= threshold]
     if linear_gaussian and edges:
         caveats.append(f"With linear mechanisms and Gaussian noise the model cannot tell the two latents of an edge "

@@ -46,6 +46,23 @@ def test_violated_node_is_not_identified(violated):
     assert "z0 is identified" in rep.summary and "root" in rep["z0"].message
 
 
+def test_childless_vanishing_latent_gets_the_untestable_caveat():
+    # chain z0 -> z1 -> z2, every edge vanishing in one environment: z1 (a child z2) and z2 (no child) both pass
+    w = np.zeros((E, L, L))
+    w[:, 0, 1], w[:, 1, 2] = 1.0, -0.8
+    w[3, 0, 1] = w[5, 1, 2] = 0.0
+    rep = assess_identifiability(CHAIN, _draws(w), E)
+    assert [t.status for t in rep.latents] == ["root", "vanishing", "vanishing"]
+    untestable = [c for c in rep.caveats if "cannot test (iv)" in c]
+    assert len(untestable) == 1 and untestable[0].startswith("z2 has no children")
+    assert "z1" not in untestable[0].split(" in the graph")[0]
+    # a latent that fails (iv) gets no such caveat, and neither does a root
+    w[5, 1, 2] = -0.8
+    rep = assess_identifiability(CHAIN, _draws(w), E)
+    assert rep["z2"].status == "not_identified"
+    assert not any("cannot test (iv)" in c for c in rep.caveats)
+
+
 def test_threshold_decides_parents():
     w = np.ones((E, L, L))
     draws = _draws(np.triu(w, 1))
@@ -151,14 +168,15 @@ def test_linear_gaussian_caveat_names_the_edges():
     w = np.zeros((E, L, L))
     rep = assess_identifiability(CHAIN, _draws(w), E, linear_gaussian=True)
     assert [t.status for t in rep.latents] == ["root", "vanishing", "vanishing"]  # (iv) itself is unchanged
-    vanish, caveat = rep.caveats
+    vanish, childless, caveat = rep.caveats
     assert "linear mechanisms and Gaussian noise" in caveat and "(z0 -> z1 and z1 -> z2)" in caveat
     assert vanish.startswith("Condition (iv) is judged from the fitted strengths: z1 and z2 pass because some "
                              "environment's 90% interval")
+    assert childless.startswith("z2 has no children in the graph")
     assert rep.summary.endswith("Caveat: " + caveat)
-    assert rep.to_dict()["caveats"] == [vanish, caveat]
+    assert rep.to_dict()["caveats"] == [vanish, childless, caveat]
     # no linear-Gaussian caveat without the linear-Gaussian model, nor without edges
-    assert assess_identifiability(CHAIN, _draws(w), E).caveats == (vanish,)
+    assert assess_identifiability(CHAIN, _draws(w), E).caveats == (vanish, childless)
     assert assess_identifiability(np.zeros((L, L)), _draws(w), E, linear_gaussian=True).caveats == ()
     # no caveat on (iv) where no latent passes it by a vanishing strength
     strong = np.ones((E, L, L)) * CHAIN[None]
