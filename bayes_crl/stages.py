@@ -40,8 +40,7 @@ from bayes_crl.rows import CHUNK_ROWS, row_subset
 
 __all__ = ["FitContext", "Run", "NonFiniteLossError", "encode", "run_steps", "warm_up", "identify",
            "run_steps_batched", "identify_warm_ups", "select_restart", "warm_up_loss", "order_votes", "search_order",
-           "centre",
-           "restart_edge_posterior", "recheck", "final_identification", "refit_latent_model",
+           "centre", "restart_edge_posterior", "recheck", "final_identification", "refit_latent_model",
            "resume_from_checkpoint", "checkpoint_config", "run_once", "MAX_SEARCH_ROWS", "RESTART_OUTLIER_DROP"]
 
 # order searches, unmixings and least-squares restarts use at most this many rows (a fixed random subset), so
